@@ -1,0 +1,5 @@
+"""ORM tables of `training` (on the shared `bot.models.Base`); the schema changes only through migrations."""
+
+from __future__ import annotations
+
+from bot.models import Base  # noqa: F401
