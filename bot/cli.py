@@ -113,8 +113,14 @@ def ask(
 
 
 @app.command("run")
-def run_bot() -> None:
+def run_bot(http_port: int | None = typer.Option(None, help="Serve Slack over HTTP on this port "
+                                                "(Events API) instead of Socket Mode.")) -> None:
     """Run every configured platform adapter (Slack, Discord) in one process."""
+    from bot.app import configured_adapters, run_platforms
+
+    if configured_adapters(get_settings()):
+        run_async(lambda s: run_platforms(s, http_port=http_port))
+        return
     typer.echo("No chat platform is configured. Set SLACK_BOT_TOKEN + SLACK_APP_TOKEN (or "
                "SLACK_SIGNING_SECRET) or DISCORD_TOKEN, or use `ladder chat` for the terminal.")
     raise typer.Exit(2)

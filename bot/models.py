@@ -11,12 +11,15 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
+    LargeBinary,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
+    Unicode,
     UniqueConstraint,
     func,
 )
@@ -182,3 +185,13 @@ class PendingAction(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class SchedulerJob(Base):
+    """APScheduler's job store (schedules survive restarts); declared here so migrations own it."""
+
+    __tablename__ = "apscheduler_jobs"
+
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary)

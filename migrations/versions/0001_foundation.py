@@ -17,6 +17,13 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    op.create_table('apscheduler_jobs',
+    sa.Column('id', sa.Unicode(length=191), nullable=False),
+    sa.Column('next_run_time', sa.Float(precision=25), nullable=True),
+    sa.Column('job_state', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_apscheduler_jobs'))
+    )
+    op.create_index(op.f('ix_apscheduler_jobs_next_run_time'), 'apscheduler_jobs', ['next_run_time'], unique=False)
     op.create_table('audit_log',
     sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -143,4 +150,6 @@ def downgrade() -> None:
     op.drop_table('channel_settings')
     op.drop_index(op.f('ix_audit_log_action'), table_name='audit_log')
     op.drop_table('audit_log')
+    op.drop_index(op.f('ix_apscheduler_jobs_next_run_time'), table_name='apscheduler_jobs')
+    op.drop_table('apscheduler_jobs')
     op.execute("DROP EXTENSION IF EXISTS vector")
