@@ -68,7 +68,8 @@ class ModelHub:
         backend = self.backend(channel_backend) if channel_backend else await self.active()
         name = channel_model or (self.settings.llm_model if backend.name != "local" else None)
         if name is None:
-            name = backend.default_model
+            resolve = getattr(backend, "resolve_default_model", None)
+            name = await resolve() if resolve else backend.default_model
         if not name:
             raise ModelUnavailable(f"The {backend.name} backend has no models. Pull one with /models pull NAME.")
         return backend.model(name)
