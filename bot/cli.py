@@ -183,3 +183,7 @@ def db_downgrade(revision: str) -> None:
     run_async(body)
 
 
+
+
+if __name__ == "__main__":
+    app()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias="LADDER_DATA_DIR")
     database_url: SecretStr | None = None
     models_dir: Path | None = Field(default=None, validation_alias="LADDER_MODELS_DIR")  # default: data_dir/models
+    # Training: where jobs write checkpoints, adapters, plots (shared by the bot and the workers when possible)
+    artifact_dir: Path | None = Field(default=None, validation_alias="LADDER_ARTIFACT_DIR")  # set below
 
     # Models
     llm_backend: str = "auto"  # auto | ollama | openai | local
@@ -53,6 +55,26 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
     discord_guild_ids: str = ""
+
+    # Agent (tool calling) and MCP
+    agent_in_ask: bool = True  # mentions and /ask use tools when the channel's model supports them
+    agent_max_steps: int = 6  # model turns per task
+    agent_max_seconds: float = 120.0  # wall time per task
+    agent_max_tool_output_chars: int = 4000  # longer tool results are cut before the model sees them
+    agent_confirm_ttl_s: int = 900  # a proposed side effect must be confirmed within this many seconds
+    agent_timezone: str = ""  # IANA name for `now`/`remind` ("" = the server's local time zone)
+    agent_http_allowlist: str = ""  # comma-separated hosts http_get may fetch and answers may link to
+    agent_http_max_bytes: int = 200_000
+    agent_http_timeout_s: float = 10.0
+    mcp_config: Path | None = None  # YAML/JSON file listing MCP servers whose tools the agent may use
+    mcp_call_timeout_s: float = 30.0
+    mcp_tokens: SecretStr | None = None  # `ladder mcp --http`: "TOKEN=platform:user,TOKEN2=platform:user2"
+
+    @model_validator(mode="after")
+    def _default_artifact_dir(self) -> Settings:
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"  # default: data_dir/artifacts
+        return self
 
     @property
     def admins(self) -> set[str]:

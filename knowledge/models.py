@@ -10,7 +10,18 @@ from datetime import datetime
 from typing import Any
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import BigInteger, Computed, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -84,3 +95,47 @@ class KnowledgeMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(Json, server_default="{}")
+
+
+class ChannelMember(Base):
+    """Who is in which chat channel, as last fetched by a chat-channel source's sync (see knowledge.acl)."""
+
+    __tablename__ = "channel_members"
+    __table_args__ = (Index("ix_channel_members_platform_user", "platform", "user_id"),)
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    synced_at: Mapped[datetime] = now_column()
+
+
+class MembershipSync(Base):
+    """The outcome of the last membership fetch per channel: `ok=False` makes DM answers public-only."""
+
+    __tablename__ = "membership_syncs"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    synced_at: Mapped[datetime] = now_column()
+
+
+class TermStat(Base):
+    """BM25 document frequencies per ACL principal, so full-text scores only count what the audience reads."""
+
+    __tablename__ = "term_stats"
+
+    principal: Mapped[str] = mapped_column(String(256), primary_key=True)
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    df: Mapped[int] = mapped_column(Integer)
+
+
+class PrincipalStat(Base):
+    """Chunk count and total lexemes per principal: BM25's N and average length, and the ACL selectivity."""
+
+    __tablename__ = "principal_stats"
+
+    principal: Mapped[str] = mapped_column(String(256), primary_key=True)
+    chunks: Mapped[int] = mapped_column(BigInteger)
+    lexemes: Mapped[int] = mapped_column(BigInteger)

@@ -74,9 +74,43 @@ def upgrade() -> None:
     op.create_index(op.f('ix_chunks_document_id'), 'chunks', ['document_id'], unique=False)
     op.create_index('ix_chunks_embedding_hnsw', 'chunks', ['embedding'], unique=False, postgresql_using='hnsw', postgresql_with={'m': 16, 'ef_construction': 64}, postgresql_ops={'embedding': 'vector_cosine_ops'})
     op.create_index('ix_chunks_tsv', 'chunks', ['tsv'], unique=False, postgresql_using='gin')
+    # K2: chat-channel membership (ACL audiences) and BM25 statistics per principal
+    op.create_table('channel_members',
+    sa.Column('platform', sa.String(length=32), nullable=False),
+    sa.Column('channel', sa.String(length=128), nullable=False),
+    sa.Column('user_id', sa.String(length=128), nullable=False),
+    sa.Column('synced_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.PrimaryKeyConstraint('platform', 'channel', 'user_id', name=op.f('pk_channel_members'))
+    )
+    op.create_index('ix_channel_members_platform_user', 'channel_members', ['platform', 'user_id'], unique=False)
+    op.create_table('membership_syncs',
+    sa.Column('platform', sa.String(length=32), nullable=False),
+    sa.Column('channel', sa.String(length=128), nullable=False),
+    sa.Column('ok', sa.Boolean(), nullable=False),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('synced_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.PrimaryKeyConstraint('platform', 'channel', name=op.f('pk_membership_syncs'))
+    )
+    op.create_table('principal_stats',
+    sa.Column('principal', sa.String(length=256), nullable=False),
+    sa.Column('chunks', sa.BigInteger(), nullable=False),
+    sa.Column('lexemes', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('principal', name=op.f('pk_principal_stats'))
+    )
+    op.create_table('term_stats',
+    sa.Column('principal', sa.String(length=256), nullable=False),
+    sa.Column('lexeme', sa.Text(), nullable=False),
+    sa.Column('df', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('principal', 'lexeme', name=op.f('pk_term_stats'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('term_stats')
+    op.drop_table('principal_stats')
+    op.drop_table('membership_syncs')
+    op.drop_index('ix_channel_members_platform_user', table_name='channel_members')
+    op.drop_table('channel_members')
     op.drop_index('ix_chunks_tsv', table_name='chunks', postgresql_using='gin')
     op.drop_index('ix_chunks_embedding_hnsw', table_name='chunks', postgresql_using='hnsw', postgresql_with={'m': 16, 'ef_construction': 64}, postgresql_ops={'embedding': 'vector_cosine_ops'})
     op.drop_index(op.f('ix_chunks_document_id'), table_name='chunks')
