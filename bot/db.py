@@ -26,6 +26,9 @@ def start_embedded(pgdata: Path) -> str:
     """Start (or join) the embedded Postgres in `pgdata`; returns its libpq URI."""
     key = str(pgdata)
     if key not in _embedded:
+        import warnings
+
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # platformdirs noise on headless boxes
         import pgserver  # heavy import, only when embedded
 
         pgdata.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,10 @@ from bot.router import command
 STREAM_MIN_CHARS = 40
 
 
-@command("ask", help="Ask the model (plain messages do the same)", usage="/ask QUESTION [template=cot|json|few-shot]",
-         free_text=True, options={"template": Opt(choices=TEMPLATES), "schema": Opt(help="JSON schema for template=json"),
+@command("ask", help="Ask the model (plain messages do the same)",
+         usage="/ask QUESTION [template=cot|json|few-shot]",
+         free_text=True, options={"template": Opt(choices=TEMPLATES),
+                                  "schema": Opt(help="JSON schema for template=json"),
                                   "model": Opt(help="answer with this model once")})
 async def ask(msg: Incoming, ctx: Context) -> AsyncIterator[Reply]:
     opts = msg.command.options if msg.command else {}

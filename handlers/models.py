@@ -23,7 +23,8 @@ from bot.router import command
 DEFAULT_CTX = 8192
 
 
-@command("models", help="List, download, inspect and pick models", usage="/models list | pull NAME | use NAME | info NAME",
+@command("models", help="List, download, inspect and pick models",
+         usage="/models list | pull NAME | use NAME | info NAME",
          subcommands={"list": "models the backends serve", "pull": "NAME: download to Ollama",
                       "use": "NAME: answer with it in this channel (default = reset)",
                       "info": "NAME: family, size, quantization, memory estimate"},

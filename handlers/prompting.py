@@ -48,7 +48,8 @@ async def persona(msg: Incoming, ctx: Context) -> Reply:
     return Reply(text=f"Persona: {current}" if current else "No persona set in this channel.")
 
 
-@command("examples", help="Few-shot examples for template=few-shot", usage="/examples add INPUT => OUTPUT | list | clear",
+@command("examples", help="Few-shot examples for template=few-shot",
+         usage="/examples add INPUT => OUTPUT | list | clear",
          subcommands={"add": "INPUT => OUTPUT", "list": "show examples", "clear": "remove all"}, free_text=True)
 async def examples(msg: Incoming, ctx: Context) -> Reply:
     sub, text = _args(msg)

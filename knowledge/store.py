@@ -165,6 +165,7 @@ async def reembed_all(session: AsyncSession, embed: Embed, model: str, dim: int,
     total = (await session.execute(select(func.count()).select_from(Chunk))).scalar_one()
     if await column_dimension(session) != dim:
         await session.execute(text("drop index if exists ix_chunks_embedding_hnsw"))
+        await session.execute(text("alter table chunks alter column embedding drop not null"))
         await session.execute(text(f"alter table chunks alter column embedding type vector({int(dim)}) using null"))
     done = 0
     last_id = 0
@@ -179,6 +180,7 @@ async def reembed_all(session: AsyncSession, embed: Embed, model: str, dim: int,
         last_id = rows[-1].id
         if progress:
             await progress(done, total)
+    await session.execute(text("alter table chunks alter column embedding set not null"))
     await session.execute(text("create index if not exists ix_chunks_embedding_hnsw on chunks using hnsw "
                                "(embedding vector_cosine_ops) with (m = 16, ef_construction = 64)"))
     await set_meta(session, "embedding", {"model": model, "dim": dim})
