@@ -183,6 +183,9 @@ def db_downgrade(revision: str) -> None:
     run_async(body)
 
 
+from knowledge.cli import register as _register_knowledge  # noqa: E402  (sync, reindex, sources)
+
+_register_knowledge(app)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Messages
     max_input_chars: int = 8000  # longer messages are truncated with a notice
     stream_edit_interval_s: float = 1.0
+    # Hosts model output may link to (comma-separated; subdomains included); other links and all
+    # markdown images are removed before posting, so output cannot exfiltrate data by URL.
+    link_allowlist: str = ""
 
     # Admins: comma-separated user ids (any platform) who may run admin commands
     admin_users: str = ""
@@ -52,9 +55,11 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_allow_bots: bool = False  # answer messages from other bots (never its own)
     discord_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
     discord_guild_ids: str = ""
+    discord_admin_role_ids: str = ""  # comma-separated Discord role ids whose members are Ladder admins
 
     # Agent (tool calling) and MCP
     agent_in_ask: bool = True  # mentions and /ask use tools when the channel's model supports them

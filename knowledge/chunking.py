@@ -62,7 +62,8 @@ def sections(title: str, text: str) -> list[tuple[str, str]]:
     return out
 
 
-def split_text(text: str, budget: int, count: Counter, separators: tuple[str, ...] = SEPARATORS) -> list[tuple[str, int]]:
+def split_text(text: str, budget: int, count: Counter,
+               separators: tuple[str, ...] = SEPARATORS) -> list[tuple[str, int]]:
     """Pieces of `text` (with their token counts) each within `budget`, cut at the coarsest separator possible."""
     n = count(text)
     if n <= budget:

@@ -10,6 +10,7 @@ their chunks and the source's cursor commit together or not at all.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import UserError
 from knowledge.models import Chunk, Document, KnowledgeMeta
+from knowledge.termstats import add_chunk_stats, remove_chunk_stats
 from knowledge.types import ChunkIn, SourceDocument, sha256
 
 Embed = Callable[[list[str]], Awaitable[np.ndarray]]
@@ -64,8 +66,6 @@ async def upsert_documents(session: AsyncSession, source_id: int,
                            items: Sequence[tuple[SourceDocument, Sequence[ChunkIn]]], embed: Embed,
                            *, extra_meta: dict[str, Any] | None = None) -> UpsertResult:
     """Insert or replace documents and their chunks; embeddings of identical chunk texts are reused."""
-    import time
-
     result = UpsertResult()
     known = await known_documents(session, source_id, [d.external_id for d, _ in items])
     todo = []
@@ -86,6 +86,9 @@ async def upsert_documents(session: AsyncSession, source_id: int,
         result.embed_seconds = time.perf_counter() - started
         vectors.update(zip(missing, fresh, strict=True))
         result.chunks_embedded = len(missing)
+    replaced = [known[d.external_id]["id"] for d, _, _ in todo if d.external_id in known]
+    await remove_chunk_stats(session, await chunk_ids(session, replaced))
+    new_ids: list[int] = []
     for doc, chunks, digest in todo:
         values = dict(source_id=source_id, external_id=doc.external_id, title=doc.title[:2000], url=doc.url,
                       content_hash=digest, acl=list(doc.acl),
@@ -99,12 +102,21 @@ async def upsert_documents(session: AsyncSession, source_id: int,
         if doc.external_id in known:
             await session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
         if chunks:
-            await session.execute(insert(Chunk), [
+            new_ids += (await session.execute(insert(Chunk).returning(Chunk.id), [
                 dict(document_id=doc_id, ord=c.ord, heading=c.heading, text=c.text, content_hash=c.content_hash,
                      tokens=c.tokens, embedding=vectors[c.content_hash], acl=list(doc.acl)) for c in chunks])
+            ).scalars().all()
         result.chunks_written += len(chunks)
         result.status[doc.external_id] = "updated" if doc.external_id in known else "added"
+    await add_chunk_stats(session, new_ids)
     return result
+
+
+async def chunk_ids(session: AsyncSession, document_ids: Collection[int]) -> list[int]:
+    if not document_ids:
+        return []
+    stmt = select(Chunk.id).where(Chunk.document_id.in_(list(document_ids)))
+    return list((await session.execute(stmt)).scalars())
 
 
 async def upsert_document(session: AsyncSession, source_id: int, doc: SourceDocument, chunks: list[ChunkIn],
@@ -117,6 +129,8 @@ async def upsert_document(session: AsyncSession, source_id: int, doc: SourceDocu
 async def delete_documents(session: AsyncSession, source_id: int, external_ids: Collection[str]) -> int:
     if not external_ids:
         return 0
+    doomed = select(Document.id).where(Document.source_id == source_id, Document.external_id.in_(list(external_ids)))
+    await remove_chunk_stats(session, await chunk_ids(session, list((await session.execute(doomed)).scalars())))
     stmt = delete(Document).where(Document.source_id == source_id,
                                   Document.external_id.in_(list(external_ids))).returning(Document.id)
     return len((await session.execute(stmt)).all())

@@ -3,9 +3,9 @@
 A connector yields `SourceDocument`s; `chunking.chunk_document` turns one into `ChunkIn`s;
 `store.upsert_document` writes both.
 
-    >>> doc = SourceDocument("guide.md", "Guide", "# Intro\\nHello", None, ("public",), {}, None)
-    >>> doc.content_hash == SourceDocument("guide.md", "Guide", "# Intro\\nHello", None, ("public",), {}, None).content_hash
-    True
+    >>> doc = SourceDocument("guide.md", "Guide", "# Intro\\nHello")
+    >>> doc.acl, len(doc.content_hash)
+    (('public',), 64)
 """
 
 from __future__ import annotations

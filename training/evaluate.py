@@ -63,6 +63,7 @@ def generate(model: Any, tok: Any, prompts: list[list[dict[str, str]]], max_new_
     with torch.no_grad():
         for messages in prompts:
             enc = tok(render(tok, messages, True), return_tensors="pt", add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                                  eos_token_id=tok.eos_token_id, repetition_penalty=1.1)
             out.append(tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())

@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.actions import FEEDBACK_DOWN, FEEDBACK_UP
 from bot.messages import Action, Citation, Reply
 from bot.safety import neutralise_mentions, sanitize
 
 LIMIT = 2000  # Discord's message length limit
 CUSTOM_ID_PREFIX = "ladder"
-FEEDBACK = "feedback"
 _FENCE = re.compile(r"^\s*```(\S*)")
 
 
@@ -95,7 +95,7 @@ def _split_block(block: str, limit: int) -> list[str]:
     lines = block.split("\n")
     if m:
         lines = lines[1:-1] if lines[-1].strip().startswith("```") else lines[1:]
-    room = limit - len(opener) - len(closer) - 1
+    room = limit - len(opener) - len(closer) - (1 if m else 0)
     pieces, current = [], ""
     for line in lines:
         while len(line) > room:  # a single huge line: hard cut
@@ -159,7 +159,23 @@ def parse_custom_id(raw: str) -> tuple[str, str] | None:
 
 
 def feedback_actions() -> tuple[Action, ...]:
-    return (Action(FEEDBACK, "👍", "up"), Action(FEEDBACK, "👎", "down"))
+    """👍/👎 under a model answer; what they are about is read from the message they sit on."""
+    return (Action(FEEDBACK_UP, "👍"), Action(FEEDBACK_DOWN, "👎"))
+
+
+def citations_from_text(text: str) -> list[Citation]:
+    """The citations `citations_block` wrote, read back from a posted message (for feedback).
+
+    >>> [(c.index, c.title, c.url) for c in citations_from_text("a\\n\\n**Sources**\\n[1] [G](<https://x.test/g>)")]
+    [(1, 'G', 'https://x.test/g')]
+    """
+    _, found, block = text.rpartition("**Sources**\n")
+    out = []
+    for line in block.splitlines() if found else []:
+        m = re.match(r"\[(\d+)\] (?:\[(.*)\]\(<(.*)>\)|(.*))$", line)
+        if m:
+            out.append(Citation(int(m.group(1)), m.group(2) or m.group(4) or "", m.group(3)))
+    return out
 
 
 def strip_mention(content: str, bot_id: int | str) -> str:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from bot.context import Context
 from bot.llm.base import ChatModel, ToolSpec
-from bot.messages import Incoming
+from bot.messages import Citation, Incoming
 
 
 class ToolError(Exception):
@@ -40,6 +40,7 @@ class ToolContext:
     model: ChatModel | None = None
     pending_id: str | None = None  # set when a confirmed side effect runs
     notes: list[str] = field(default_factory=list)  # things the reply should tell the user (degraded ACL...)
+    citations: list[Citation] = field(default_factory=list)  # sources the tools read, numbered for the answer
 
 
 class Tool(Protocol):
@@ -168,3 +169,35 @@ def registered() -> dict[str, LocalTool]:
 def offered(tools: list[Tool], msg: Incoming) -> list[Tool]:
     """The tools a human's agent may see: admin-only ones are left out entirely for non-admins."""
     return [t for t in tools if msg.is_admin or not t.admin]
+
+
+def check_command(text: str) -> None:
+    """Validate `/name args k=v` exactly as the router will (a `ToolError` if the command would be refused)."""
+    from bot.errors import CommandError
+    from bot.router import registered as commands
+
+    specs = {name: r.spec for name, r in commands().items()}
+    name = text.lstrip("/").split(" ", 1)[0]
+    if name not in specs:
+        raise ToolError(f"/{name} is not available in this installation")
+    from bot.commands import parse
+
+    try:
+        parse(text, specs)
+    except CommandError as err:
+        raise ToolError(str(err)) from None
+
+
+async def run_command(tc: ToolContext, text: str) -> str:
+    """Run a slash command as the asking human, through the router's full chain (admin gate, audit, validation)."""
+    from bot.middleware import DEFAULT_CHAIN
+    from bot.router import Router
+
+    check_command(text)
+    router = Router(tc.ctx, DEFAULT_CHAIN)
+    reply = await router.answer(tc.msg.evolve(text=text, command=None, event_id=None))
+    if reply is None:
+        raise ToolError(f"{text.split(' ', 1)[0]} gave no answer")
+    if reply.error:
+        raise ToolError(reply.text)
+    return reply.text

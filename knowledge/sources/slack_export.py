@@ -70,14 +70,16 @@ def user_names(users: list[dict[str, Any]]) -> dict[str, str]:
     out = {}
     for u in users or []:
         prof = u.get("profile") or {}
-        out[u["id"]] = prof.get("display_name") or prof.get("real_name") or u.get("real_name") or u.get("name") or u["id"]
+        out[u["id"]] = (prof.get("display_name") or prof.get("real_name") or u.get("real_name") or u.get("name")
+                        or u["id"])
     return out
 
 
 def clean(text: str, names: dict[str, str], channels: dict[str, str]) -> str:
     """Slack markup -> readable text: mentions by name, links with labels, entities unescaped."""
     text = re.sub(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
-    text = re.sub(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>", lambda m: "#" + (m.group(2) or channels.get(m.group(1), "")), text)
+    text = re.sub(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>",
+                  lambda m: "#" + (m.group(2) or channels.get(m.group(1), "")), text)
     text = re.sub(r"<!(here|channel|everyone)(?:\|[^>]*)?>", r"@\1", text)
     text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2 (\1)", text)
     text = re.sub(r"<(https?://[^>]+)>", r"\1", text)

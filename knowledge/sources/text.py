@@ -128,7 +128,8 @@ def html_to_text(pieces: Iterable[str], *, cap: int) -> tuple[str, str, bool]:
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r" *\n *", "\n", text)
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    return " ".join("".join(parser.title).split()), text, parser.truncated
+    title = " ".join("".join(parser.title).split()) or first_heading(text) or ""
+    return title, text, parser.truncated
 
 
 def first_heading(text: str) -> str | None:

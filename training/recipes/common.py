@@ -172,6 +172,8 @@ def response_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     import torch.nn.functional as F
 
     decoder, head = model.get_decoder(), model.get_output_embeddings()
+    device = head.weight.device
+    batch = {k: v.to(device) for k, v in batch.items()}
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != -100
