@@ -72,7 +72,7 @@ async def resolve(ctx: Context, msg: Incoming, action_id: str, *, confirm: bool)
         raise UserError(f"There is no pending action {action_id}.")
     verb = "confirm" if confirm else "cancel"
     allowed = may_resolve(row, msg.user, msg.is_admin)
-    await audit(ctx.db, msg, f"{verb}:{row.kind}", allowed=allowed, action=action_id)
+    await audit(ctx.db, msg, f"{verb}:{row.kind}", allowed=allowed, pending=action_id)
     if not allowed:
         log.warning("refused %s of %s for %s:%s", verb, action_id, msg.platform, msg.user)
         raise UserError("Only the person who asked for this action, or an admin, can confirm or cancel it.")

@@ -65,6 +65,9 @@ async def run_platforms(settings: Settings, *, http_port: int | None = None) -> 
     for adapter in adapters:
         ctx.platforms[adapter.name] = adapter
     scheduler.get(ctx)
+    import training
+
+    await training.attach(ctx)  # notifier: job progress and reports back to the threads that asked
     try:
         results = await asyncio.gather(*(a.run() for a in adapters), return_exceptions=True)
         for adapter, result in zip(adapters, results, strict=True):

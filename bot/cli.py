@@ -93,7 +93,12 @@ def chat() -> None:
     async def body(router: Any, ctx: Any) -> None:
         from bot.adapters.console import ConsoleAdapter
 
-        await ConsoleAdapter(router, ctx).run()
+        console = ConsoleAdapter(router, ctx)
+        ctx.platforms[console.name] = console  # training reports and reminders post here
+        import training
+
+        await training.attach(ctx)
+        await console.run()
 
     run_async(lambda s: _with_router(s, body))
 
@@ -186,6 +191,18 @@ def db_downgrade(revision: str) -> None:
 from knowledge.cli import register as _register_knowledge  # noqa: E402  (sync, reindex, sources)
 
 _register_knowledge(app)
+
+from handlers.mcp_server import mcp_command  # noqa: E402  (`ladder mcp`: Ladder as an MCP server)
+
+app.command("mcp")(mcp_command)
+
+from training.cli import register as _register_training  # noqa: E402  (worker, jobs)
+
+_register_training(app)
+
+from knowledge.eval_cli import register as _register_eval  # noqa: E402  (eval retrieval)
+
+_register_eval(app)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_answer_tokens: int = 512
     local_max_context: int = 2048  # the embedded model's window as used by Ladder (CPU-friendly)
     embedding_model: str | None = None  # path or name; None = packaged all-MiniLM-L6-v2
+    reranker_model: str = "ms-marco-TinyBERT-L-2-v2"  # a flashrank model name; off unless its files are present
+    reranker_cache_dir: Path | None = None  # default: models dir / "flashrank"; never downloaded into
+    rag_top_k: int = 6  # chunks given to the model as numbered context
+    rag_min_similarity: float = 0.3  # below this cosine similarity nothing counts as found (no guessing)
     gpu_memory_gb: float | None = None  # None = detect with torch
     cpu_memory_gb: float | None = None  # None = detect
 
@@ -60,6 +64,7 @@ class Settings(BaseSettings):
     discord_api_url: str = "https://discord.com/api/v10"
     discord_guild_ids: str = ""
     discord_admin_role_ids: str = ""  # comma-separated Discord role ids whose members are Ladder admins
+    discord_members_intent: bool = False  # privileged Server Members Intent: lets private-channel ACLs list members
 
     # Agent (tool calling) and MCP
     agent_in_ask: bool = True  # mentions and /ask use tools when the channel's model supports them

@@ -36,6 +36,18 @@ async def ask(msg: Incoming, ctx: Context) -> AsyncIterator[Reply]:
     question = msg.body.strip()
     if not question:
         raise UserError("Ask me something: /ask QUESTION. Type /help for commands.")
+    if not opts.get("template"):  # tools when the channel's model calls them natively (handlers/agent.py)
+        from handlers.agent import answer_with_tools
+
+        if (tool_reply := await answer_with_tools(msg, ctx, question, opts.get("model"))) is not None:
+            yield tool_reply
+            return
+    if not opts.get("template"):  # the knowledge base, for what the reply's audience may read (knowledge/rag.py)
+        from knowledge.rag import rag_audience, rag_reply
+
+        if (audience := await rag_audience(ctx, msg)) is not None:
+            yield await rag_reply(ctx, msg, question, audience, model_name=opts.get("model"))
+            return
     async for reply in answer(msg, ctx, question, template=opts.get("template"),
                               schema_text=opts.get("schema"), model_name=opts.get("model")):
         yield reply

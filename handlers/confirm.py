@@ -1,7 +1,8 @@
 """Human in the loop: side effects the agent proposed wait here until the human who asked confirms.
 
-    /confirm 3f9a2c1b     run the proposed action (buttons on Slack/Discord do the same)
-    /cancel 3f9a2c1b      drop it
+    /confirm p3f9a2c1b     run the proposed action (buttons on Slack/Discord do the same)
+    /cancel p3f9a2c1b      drop it (`/cancel` is shared with training jobs: a number is a job,
+                           an id starting with "p" is a pending action -> `cancel_pending`)
 
 A proposal stores exactly what will run (tool name and prepared arguments) plus the asker's
 permissions at the time; the model never chooses them. Rows expire after AGENT_CONFIRM_TTL_S.
@@ -29,8 +30,8 @@ KIND = "tool"
 async def propose(ctx: Context, msg: Incoming, tool: str, arguments: dict[str, Any], summary: str) -> PendingAction:
     """Store a pending tool call for `msg.user` to confirm; returns the row (its id goes on the buttons)."""
     now = datetime.now(UTC)
-    row = PendingAction(id=secrets.token_hex(4), platform=msg.platform, workspace=msg.workspace, channel=msg.channel,
-                        thread=msg.thread, user_id=msg.user, kind=KIND, summary=summary,
+    row = PendingAction(id="p" + secrets.token_hex(4), platform=msg.platform, workspace=msg.workspace,
+                        channel=msg.channel, thread=msg.thread, user_id=msg.user, kind=KIND, summary=summary,
                         payload={"tool": tool, "arguments": arguments, "requester_is_admin": msg.is_admin,
                                  "requester_is_dm": msg.is_dm, "requester_name": msg.user_name},
                         status="pending", created_at=now,
@@ -88,6 +89,15 @@ async def confirm(msg: Incoming, ctx: Context) -> Reply:
     return await actions.resolve(ctx, msg, _action_id(msg, "confirm"), confirm=True)
 
 
-@command("cancel", help="Drop an action the bot proposed", usage="/cancel ID")
-async def cancel(msg: Incoming, ctx: Context) -> Reply:
+async def cancel_pending(msg: Incoming, ctx: Context) -> Reply:
+    """`/cancel pID`: what the `/cancel` command runs for an id that is not a training job number."""
     return await actions.resolve(ctx, msg, _action_id(msg, "cancel"), confirm=False)
+
+
+def is_pending_id(text: str) -> bool:
+    """Pending action ids start with "p"; training jobs are numbers.
+
+    >>> is_pending_id("p3f9a2c1b"), is_pending_id("12")
+    (True, False)
+    """
+    return text.strip().startswith("p") and text.strip()[1:].isalnum()

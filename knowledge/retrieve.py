@@ -159,7 +159,7 @@ def _dense_ctes(iterative: bool) -> list[str]:
     # ef_search in proportion to the audience's share of all chunks (statistics: estimate only)
     knobs = ("set_config('hnsw.ef_search', GREATEST(:kd, 40)::text, true) AS ef, "
              "set_config('hnsw.iterative_scan', 'relaxed_order', true) AS it" if iterative else
-             "set_config('hnsw.ef_search', LEAST(1000, GREATEST(:kd, 40, ceil(:kd * 2.0 * tot.n / "
+             "set_config('hnsw.ef_search', LEAST(1000, GREATEST(:kd, 40, ceil(:kd * 4.0 * tot.n / "
              "GREATEST(aud.n, 1))))::int::text, true) AS ef FROM "
              "(SELECT coalesce(sum(chunks), 0) AS n FROM principal_stats "
              "WHERE principal = ANY(CAST(:p AS text[]))) aud, "
@@ -210,3 +210,10 @@ async def readable_count(session: AsyncSession, audience: Audience, *, at_most: 
 
 def with_score(hit: Hit, score: float) -> Hit:
     return replace(hit, score=score)
+
+
+def reranker_status(settings: Any) -> str:
+    """`/sources status` line about the reranker (see knowledge.rerank)."""
+    from knowledge.rerank import reranker_status as status
+
+    return status(settings)

@@ -50,6 +50,7 @@ def database_url(pg_server, request: pytest.FixtureRequest) -> str:
 def make_settings(tmp: Path, database_url: str, **overrides) -> Settings:
     values = dict(LADDER_DATA_DIR=tmp, database_url=database_url, LADDER_MODELS_DIR=MODELS_DIR,
                   llm_backend="local", ollama_host="http://127.0.0.1:9", stream_edit_interval_s=0.0)
+    values["agent_in_ask"] = False  # plain questions take the plain answer path unless a test opts in to tools
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

@@ -14,7 +14,8 @@ def words(text: str) -> int:
 
 
 def test_heading_path_is_kept_with_each_chunk():
-    text = "# Guide\nintro words\n\n## Install\nstep one\n\n### Linux\napt get\n\n## Use\nrun it\n```\n# not a heading\n```"
+    text = ("# Guide\nintro words\n\n## Install\nstep one\n\n### Linux\napt get\n\n"
+            "## Use\nrun it\n```\n# not a heading\n```")
     got = [(h, b.split("\n")[0]) for h, b in sections("Guide", text)]
     assert got == [("Guide", "intro words"), ("Guide > Install", "step one"),
                    ("Guide > Install > Linux", "apt get"), ("Guide > Use", "run it")]

@@ -65,7 +65,8 @@ async def deploy(ctx: Context, job_id: int, name: str | None, *, backend: str = 
         await create_ollama(ctx, name, ollama_base, plan.adapter_path)
         await _record(ctx, name, "ollama", ollama_base, plan.adapter_path, job_id,
                       {**details, "modelfile": str(modelfile)})
-        return f"Deployed job {job_id} as {name} on Ollama (FROM {ollama_base} + ADAPTER). Use it with /models use {name}"
+        return (f"Deployed job {job_id} as {name} on Ollama (FROM {ollama_base} + ADAPTER). "
+                f"Use it with /models use {name}")
     raise UserError(f"Unknown backend '{backend}' for /deploy: use local or ollama.")
 
 

@@ -143,7 +143,8 @@ async def claim(db: async_sessionmaker[AsyncSession], worker: WorkerCaps, lease_
                     ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING id, attempts""")
     params = {"worker": worker.id, "lease": float(lease_s), "memory": worker.memory_gb,
-              "devices": max(worker.gpu_count, 1), "cuda": worker.device == "cuda", "tags": json.dumps(list(worker.tags))}
+              "devices": max(worker.gpu_count, 1), "cuda": worker.device == "cuda",
+              "tags": json.dumps(list(worker.tags))}
     async with db() as session, session.begin():
         row = (await session.execute(sql, params)).first()
         if row is None:

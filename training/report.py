@@ -72,6 +72,7 @@ def write(workdir: Path, metrics: dict[str, Any], history: list[dict[str, Any]],
           title: str = "job") -> dict[str, Path]:
     """Write loss.png and report.md into `workdir`; returns {"plot": ..., "report": ...}."""
     out: dict[str, Path] = {}
+    workdir.mkdir(parents=True, exist_ok=True)
     if history:
         out["plot"] = loss_curve(history, workdir / "loss.png", evals, title=f"{title}: training loss")
     all_artifacts = {**(artifacts or {}), **{k: str(v) for k, v in out.items()}}

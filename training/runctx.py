@@ -61,7 +61,8 @@ class JobRunContext:
         with self.engine.begin() as conn:
             if not self._fenced(conn):
                 return
-            conn.execute(text("INSERT INTO artifacts (job_id, kind, path, meta) VALUES (:j, :k, :p, CAST(:m AS jsonb))"),
+            conn.execute(text("INSERT INTO artifacts (job_id, kind, path, meta) "
+                              "VALUES (:j, :k, :p, CAST(:m AS jsonb))"),
                          {"j": self.job_id, "k": kind, "p": str(path), "m": json.dumps(meta, default=str)})
             self._event(conn, "artifact", {"kind": kind, "path": str(path), **meta})
 

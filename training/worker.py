@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -232,10 +231,6 @@ async def serve(settings, options: WorkerOptions) -> None:
         await worker.run()
     finally:
         await engine.dispose()
-
-
-def box_summary() -> str:
-    return f"{platform.node()} python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.actions import FEEDBACK_DOWN, FEEDBACK_UP
 from bot.messages import Action, Citation, Reply
-from bot.safety import sanitize
+from bot.safety import neutralise_mentions, sanitize
 
 SECTION_LIMIT = 3000  # characters in one section block's text
 TEXT_LIMIT = 39000  # the message text field (Slack truncates at 40k)
@@ -114,10 +114,13 @@ def feedback_actions(value: str) -> tuple[Action, Action]:
     return (Action(FEEDBACK_UP, "👍", value), Action(FEEDBACK_DOWN, "👎", value))
 
 
-def body_text(reply: Reply, allowlist: tuple[str, ...]) -> str:
-    """The reply's own text as safe mrkdwn: mentions inert, outside links and images gone."""
+def body_text(reply: Reply, allowlist: tuple[str, ...] = ()) -> str:
+    """The reply's own text as safe mrkdwn. Mentions are always inert; model text (streamed, or a reply
+    naming its model) also loses markdown images and links outside the allowlist. Bot-written text
+    (`/help`, `/search` results) keeps its links."""
     text = reply.text if reply.text.strip() else "…"
-    return to_mrkdwn(sanitize(text, allowlist))
+    from_model = reply.partial or reply.model is not None
+    return to_mrkdwn(sanitize(text, allowlist) if from_model else neutralise_mentions(text))
 
 
 def render(reply: Reply, allowlist: tuple[str, ...] = (), *, feedback: str | None = None,

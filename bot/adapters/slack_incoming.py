@@ -51,7 +51,8 @@ def event_incoming(body: dict[str, Any], event: dict[str, Any], *, bot_user_id: 
     """A mention or DM: always answered in a thread (the message's own, or the one it is in)."""
     team = body.get("team_id") or event.get("team") or ""
     channel = event.get("channel", "")
-    return Incoming(platform="slack", workspace=team, channel=channel, user=event.get("user") or event.get("bot_id", ""),
+    user = event.get("user") or event.get("bot_id", "")
+    return Incoming(platform="slack", workspace=team, channel=channel, user=user,
                     text=from_slack_text(event.get("text", ""), bot_user_id),
                     thread=event.get("thread_ts") or event.get("ts"),
                     is_dm=event.get("channel_type") == "im" or channel.startswith("D"),

@@ -16,7 +16,9 @@ from handlers.tools import ToolContext, check_command, run_command, tool
 
 
 def command_text(recipe: str, params: dict[str, Any]) -> str:
-    """>>> command_text("lora", {"base": "smollm2", "epochs": 2})
+    """The `/train` command the call stands for.
+
+    >>> command_text("lora", {"base": "smollm2", "epochs": 2})
     '/train lora base=smollm2 epochs=2'
     """
     opts = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in params.items())

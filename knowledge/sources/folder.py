@@ -86,6 +86,9 @@ class FolderSource(Connector):
                 continue
             try:
                 doc = await asyncio.to_thread(self.read, rel, path, st.st_mtime)
+            except ValueError as err:  # a reason we worded ourselves
+                yield Found(rel, error=str(err)[:300])
+                continue
             except Exception as err:  # one bad file never stops the sync
                 yield Found(rel, error=f"{type(err).__name__}: {err}"[:300])
                 continue
@@ -119,7 +122,6 @@ class FolderSource(Connector):
 def read_pdf(path: Path, cap: int) -> tuple[str, bool, int]:
     """Text of a PDF page by page up to `cap` characters. Encrypted or corrupt: raises with a clear reason."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(str(path))
@@ -134,5 +136,7 @@ def read_pdf(path: Path, cap: int) -> tuple[str, bool, int]:
             if size >= cap:
                 return "\n\n".join(parts), True, len(reader.pages)
         return "\n\n".join(parts), False, len(reader.pages)
-    except PdfReadError as err:
+    except ValueError:
+        raise
+    except Exception as err:  # pypdf raises many kinds (PdfReadError, ...) on damaged files
         raise ValueError(f"corrupt PDF: {err}") from None

@@ -162,7 +162,7 @@ class SlackExportSource(Connector):
             cid, label, acl = channels[folder]
             msgs.sort(key=lambda m: float(m["ts"]))
             head = clean(msgs[0].get("text", ""), names, by_id).split("\n", 1)[0][:80] if msgs[0]["ts"] == ts else ""
-            found.append(self._doc(f"{cid}/thread/{ts}", f"{label} thread: {head or _when(ts):%Y-%m-%d}".rstrip(),
+            found.append(self._doc(f"{cid}/thread/{ts}", f"{label} thread: {head or f'{_when(ts):%Y-%m-%d}'}",
                                    cid, acl, msgs, names, by_id, thread_ts=ts))
         return found
 

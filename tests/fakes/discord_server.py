@@ -32,6 +32,12 @@ ADMINISTRATOR = 1 << 3
 VIEW_CHANNEL = 1 << 10
 
 
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """Exactly `application/json` (no charset), as Discord sends and discord.py checks."""
+    return web.Response(body=json.dumps(data).encode(), status=status,
+                        headers={"Content-Type": "application/json", **(headers or {})})
+
+
 def _ts() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
 
@@ -75,6 +81,7 @@ class FakeDiscord(LoopbackServer):
                       self.OTHER_BOT: user(self.OTHER_BOT, "otherbot", bot=True)}
         self.roles = {self.ALICE: [str(self.ADMIN_ROLE)]}
         self._ws: web.WebSocketResponse | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # -- URLs -------------------------------------------------------------------------------------
     @property
@@ -292,14 +299,15 @@ class FakeDiscord(LoopbackServer):
         call = Call(request.method, path, dict(request.query))
         await self._read_body(request, call)
         self.calls.append(call)
-        if request.headers.get("Authorization") != f"Bot {TOKEN}":
+        tokened = path.startswith(("/interactions/", "/webhooks/"))  # authorised by the token in the URL
+        if not tokened and request.headers.get("Authorization") != f"Bot {TOKEN}":
             call.status = 401
-            return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         for i, (fragment, retry_after) in enumerate(self.limits):
             if fragment in path:
                 del self.limits[i]
                 call.status = 429
-                return web.json_response(
+                return _json(
                     {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
                     status=429, headers={"Via": "1.1 google", "Retry-After": str(retry_after),
                                          "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
@@ -307,7 +315,7 @@ class FakeDiscord(LoopbackServer):
         answer = self._answer(request.method, path.strip("/").split("/"), call)
         if isinstance(answer, web.StreamResponse):
             return answer
-        return web.json_response(answer) if answer is not None else web.Response(status=204)
+        return _json(answer) if answer is not None else web.Response(status=204)
 
     async def _read_body(self, request: web.Request, call: Call) -> None:
         if not request.can_read_body:
@@ -351,7 +359,7 @@ class FakeDiscord(LoopbackServer):
             after = int(call.query.get("after", 0))
             limit = int(call.query.get("limit", 1000))
             return [self.member(u) for u in sorted(self.users) if u > after][:limit]
-        return web.json_response({"message": "404: Not Found", "code": 0}, status=404)
+        return _json({"message": "404: Not Found", "code": 0}, status=404)
 
     def _attachments(self, call: Call) -> list[dict[str, Any]]:
         return [{"id": str(next(self.ids)), "filename": f["filename"], "size": len(f["data"]),
@@ -382,7 +390,7 @@ class FakeDiscord(LoopbackServer):
             msgs = self.messages.get(cid, [])
             msg = next((m for m in msgs if m["id"] == p[3]), None)
             if msg is None:
-                return web.json_response({"message": "Unknown Message", "code": 10008}, status=404)
+                return _json({"message": "Unknown Message", "code": 10008}, status=404)
             if method == "DELETE":
                 msgs.remove(msg)
                 return None
@@ -393,11 +401,13 @@ class FakeDiscord(LoopbackServer):
             msg["edited_timestamp"] = _ts()
             return msg
         if len(p) == 5 and p[4] == "threads":  # thread from a message: same id as the message
-            return {**self.channel(cid), "id": p[3], "type": 11, "parent_id": str(cid), "owner_id": str(self.BOT),
-                    "name": (call.json or {}).get("name", "thread"), "message_count": 0, "member_count": 1,
-                    "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
-                                        "archive_timestamp": _ts()}}
-        return web.json_response({"message": "404: Not Found", "code": 0}, status=404)
+            thread = {**self.channel(cid), "id": p[3], "type": 11, "parent_id": str(cid), "owner_id": str(self.BOT),
+                      "name": (call.json or {}).get("name", "thread"), "message_count": 0, "member_count": 1,
+                      "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
+                                          "archive_timestamp": _ts()}}
+            self._tasks.add(asyncio.ensure_future(self._dispatch("THREAD_CREATE", {**thread, "newly_created": True})))
+            return thread
+        return _json({"message": "404: Not Found", "code": 0}, status=404)
 
     def _webhook(self, method: str, p: list[str], call: Call) -> Any:
         key = f"webhook:{p[2]}"

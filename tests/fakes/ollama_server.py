@@ -166,7 +166,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class FakeOllama(LoopbackServer):
-    """Ollama's /api/chat, /api/tags, /api/show, /api/pull, /api/embed and /api/version."""
+    """Ollama's /api/chat, /api/tags, /api/show, /api/pull, /api/embed, /api/version, /api/create, /api/blobs."""
 
     def __init__(self, port: int = 0, canned: str = "Hello from the fake Ollama.") -> None:
         super().__init__(port)
@@ -174,6 +174,8 @@ class FakeOllama(LoopbackServer):
         self.models: dict[str, dict[str, Any]] = {}
         self.pullable: dict[str, dict[str, Any]] = {}  # name -> add_model kwargs, added on a pull
         self.version = "0.9.0"
+        self.blobs: dict[str, bytes] = {}  # digest -> content uploaded with POST /api/blobs/DIGEST
+        self.created: dict[str, dict[str, Any]] = {}  # name -> the /api/create request that made it
 
     def add_model(
         self,
@@ -202,6 +204,9 @@ class FakeOllama(LoopbackServer):
         app.router.add_post("/api/pull", self.pull)
         app.router.add_post("/api/embed", self.embed)
         app.router.add_get("/api/version", self.get_version)
+        app.router.add_head("/api/blobs/{digest}", self.blob_exists)
+        app.router.add_post("/api/blobs/{digest}", self.blob_upload)
+        app.router.add_post("/api/create", self.create)
 
     def _tag(self, m: dict[str, Any]) -> dict[str, Any]:
         digest = hashlib.sha256(m["name"].encode()).hexdigest()
@@ -254,6 +259,32 @@ class FakeOllama(LoopbackServer):
             last = lines[-1]
             return _error(500, last["error"]) if "error" in last else web.json_response(last)
         return await self._ndjson(request, lines)
+
+    async def blob_exists(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if request.match_info["digest"] in self.blobs else 404)
+
+    async def blob_upload(self, request: web.Request) -> web.Response:
+        """Ollama checks the content against the digest in the path."""
+        digest, data = request.match_info["digest"], await request.read()
+        self.requests.append((request.path, {"bytes": len(data)}))
+        if digest != "sha256:" + hashlib.sha256(data).hexdigest():
+            return _error(400, "digest mismatch")
+        self.blobs[digest] = data
+        return web.Response(status=201)
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        """`/api/create` from `from` + `adapters` (blob digests); the model then appears in /api/tags."""
+        body = await self.record(request)
+        name, base = body.get("model", ""), body.get("from", "")
+        if base not in self.models:
+            return _error(404, f"base model '{base}' not found, try pulling it first")
+        missing = [d for d in (body.get("adapters") or {}).values() if d not in self.blobs]
+        if missing:
+            return _error(400, f"blob {missing[0]} not found")
+        self.created[name] = body
+        self.add_model(name, **{k: v for k, v in self.models[base].items() if k != "name"})
+        lines = [{"status": "using existing layer"}, {"status": "writing manifest"}, {"status": "success"}]
+        return web.json_response(lines[-1]) if body.get("stream") is False else await self._ndjson(request, lines)
 
     async def embed(self, request: web.Request) -> web.Response:
         body = await self.record(request)

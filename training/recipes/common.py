@@ -21,6 +21,7 @@ TINY_CORPUS = (
 )
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TINY_VERSION, TINY_INIT = "v2", 0.2  # a wider init than 0.02 so a few steps can move the tiny model's outputs
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -65,14 +66,14 @@ def train_bpe(texts: list[str], vocab_size: int, path: Path, chat_template: str 
 
 
 def llama_config(vocab_size: int, *, layers: int, hidden: int, heads: int, kv_heads: int, intermediate: int,
-                 context: int, tokenizer: Any) -> Any:
+                 context: int, tokenizer: Any, init_range: float = 0.02) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
                        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                        max_position_embeddings=context, tie_word_embeddings=True,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
+                       pad_token_id=tokenizer.pad_token_id, initializer_range=init_range)
 
 
 def tiny_llama(target: Path) -> Path:
@@ -86,7 +87,7 @@ def tiny_llama(target: Path) -> Path:
     tok = train_bpe([TINY_CORPUS * 4], 512, tmp)
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(len(tok), layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128,
-                                          context=1024, tokenizer=tok))
+                                          context=1024, tokenizer=tok, init_range=TINY_INIT))
     model.save_pretrained(tmp)
     try:
         tmp.rename(target)
@@ -102,7 +103,7 @@ def base_path(base: str) -> Path:
 
         return convert_gguf(models_dir() / "smollm2-135m-instruct")
     if base == "tiny-llama":
-        return tiny_llama(models_dir() / "tiny-llama")
+        return tiny_llama(models_dir() / f"tiny-llama-{TINY_VERSION}")
     return Path(base).expanduser()
 
 

@@ -95,7 +95,7 @@ def train_sft(ctx: RunContext, model: Any, tok: Any, train: list[Row], held: lis
             batch = collate([train[i] for i in batch_ids], pad)
             nll, n = response_nll(model, batch)
             (nll / max(1, n) / config.grad_accum).backward()
-            loss_sum += float(nll)
+            loss_sum += float(nll.detach())
             tokens += n
             real_tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)

@@ -23,6 +23,16 @@ class LoraConfig(CommonConfig):
     dropout: float = opt(0.05, min=0.0, max=0.9)
     targets: str = opt("q_proj,k_proj,v_proj,o_proj", help="comma-separated module names to adapt")
 
+    def validate(self, check_files: bool = True) -> None:
+        import re
+
+        from bot.errors import UserError
+
+        names = [t.strip() for t in self.targets.split(",") if t.strip()]
+        if not names or not all(re.fullmatch(r"[A-Za-z_][\w.]*", n) for n in names):
+            raise UserError(f"`targets={self.targets}`: give module names like q_proj,k_proj,v_proj,o_proj.")
+        super().validate(check_files)
+
 
 def lora_memory_gb(config: Any) -> float:
     """fp32 base weights + activations + a little for the adapter and optimizer."""

@@ -41,8 +41,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from training.recipes.common import base_path
-    from training.recipes.lora import adapter_saver, attach_lora, prepare
     from training.recipes.loop import train_sft
+    from training.recipes.lora import adapter_saver, attach_lora, prepare
 
     config = ctx.config
     path = base_path(config.base)

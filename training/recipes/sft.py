@@ -27,8 +27,8 @@ def sft_memory_gb(config: Any) -> float:
 def run(ctx: RunContext) -> dict[str, Any]:
     """Full supervised fine-tune; saves a complete checkpoint."""
     from training.export import write_deploy_info
-    from training.recipes.lora import prepare
     from training.recipes.loop import train_sft
+    from training.recipes.lora import prepare
 
     config = ctx.config
     parts = prepare(ctx, config)
