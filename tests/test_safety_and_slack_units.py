@@ -130,3 +130,11 @@ def test_manifest_is_yaml_with_what_the_code_handles() -> None:
     # every button the adapter listens for is one bot.actions knows
     assert set(re.findall(r"\w+", slack_adapter.BUTTONS.pattern)) == {
         "feedback_up", "feedback_down", "confirm", "cancel", "deploy"}
+
+
+def test_only_model_text_loses_outside_links_but_nothing_can_ping() -> None:
+    bot_text = render(Reply(text="Source: https://other.test/page <!here>"))["text"]
+    model_text = render(Reply(text="Source: https://other.test/page <!here>", model="m", backend="b"))["text"]
+    streamed = render(Reply(text="Source: https://other.test/page", partial=True))["text"]
+    assert "https://other.test/page" in bot_text and "other.test/page" not in model_text + streamed
+    assert "<!here>" not in bot_text + model_text and f"@{ZWSP}here" in bot_text
