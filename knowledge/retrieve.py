@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -108,7 +109,8 @@ async def search(session: AsyncSession, query: str, audience: Audience, *, k: in
     depth = max(k, tune.rerank_depth) if use_rerank else k
     params: dict[str, Any] = {"p": list(audience.principals), "qt": query, "k": depth, "rrf": tune.rrf_k,
                               "kd": max(depth, tune.k_dense), "kt": max(depth, tune.k_text),
-                              "thr": tune.exact_threshold, "k1": tune.bm25_k1, "b": tune.bm25_b}
+                              "thr": tune.exact_threshold, "k1": tune.bm25_k1, "b": tune.bm25_b,
+                              "strict": is_strict(query)}
     if mode != "fulltext":
         if query_vector is None:
             if embedder is None:
@@ -128,6 +130,15 @@ async def search(session: AsyncSession, query: str, audience: Audience, *, k: in
         head = await asyncio.to_thread(reranker.rerank, query, hits[:tune.rerank_depth])
         hits = head + hits[tune.rerank_depth:]
     return hits[:k]
+
+
+def is_strict(query: str) -> bool:
+    """Plain questions match any of their terms (BM25 ranks them); quotes or -negation ask for websearch's AND.
+
+    >>> is_strict("what is covid-19?"), is_strict('"exact phrase"'), is_strict("vpn -draft")
+    (False, True, True)
+    """
+    return '"' in query or re.search(r"(^|\s)-\w", query) is not None
 
 
 def build_sql(mode: str, iterative: bool) -> str:
@@ -181,9 +192,6 @@ def _dense_ctes(iterative: bool) -> list[str]:
 
 def _text_ctes() -> list[str]:
     return [
-        # plain questions match any term (BM25 ranks them); explicit quotes or -negation keep websearch's AND
-        "qmode AS MATERIALIZED (SELECT position('!' IN wq::text) > 0 OR position('<->' IN wq::text) > 0 AS strict "
-        "FROM q)",
         "st AS MATERIALIZED (SELECT GREATEST(coalesce(sum(chunks), 0), 1) AS n, "
         "GREATEST(coalesce(sum(lexemes)::float8 / NULLIF(sum(chunks), 0), 1), 1) AS avgdl "
         "FROM principal_stats WHERE principal = ANY(CAST(:p AS text[])))",
@@ -196,7 +204,7 @@ def _text_ctes() -> list[str]:
         f"text_hits AS (SELECT c.id, sum(t.idf * (ts_rank(c.tsv, t.tq, 0) * {TF_ONE} * (:k1 + 1)) / "
         f"(ts_rank(c.tsv, t.tq, 0) * {TF_ONE} + :k1 * (1 - :b + :b * length(c.tsv) / (SELECT avgdl FROM st)))) "
         "AS bm25 FROM terms t JOIN chunks c ON c.tsv @@ t.tq "
-        "WHERE c.acl && CAST(:p AS varchar[]) AND (NOT (SELECT strict FROM qmode) OR c.tsv @@ (SELECT wq FROM q)) "
+        "WHERE c.acl && CAST(:p AS varchar[]) AND (NOT :strict OR c.tsv @@ (SELECT wq FROM q)) "
         "GROUP BY c.id ORDER BY bm25 DESC, c.id LIMIT :kt)",
     ]
 

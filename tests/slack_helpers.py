@@ -145,7 +145,10 @@ def add_test_commands(router: Router, deploys: list[Incoming]) -> None:
         deploys.append(msg)
         return Reply(text=f"Deployed job {msg.body}.")
 
+    async def attached(msg: Incoming, ctx: Context) -> Reply:
+        return Reply(text="; ".join(f"{a.name} {a.mime} {a.data!r}" for a in msg.attachments) or "no files")
+
     for name, fn, admin in (("cite", cite, False), ("plot", plot, False), ("flood", flood, False),
-                            ("deploy", deploy, True)):
+                            ("deploy", deploy, True), ("attached", attached, False)):
         router.table[name] = Registered(CommandSpec(name, help=name, free_text=True, admin=admin), fn)
         router.specs[name] = router.table[name].spec

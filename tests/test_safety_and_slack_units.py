@@ -125,7 +125,7 @@ def test_manifest_is_yaml_with_what_the_code_handles() -> None:
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
         "app_mentions:read", "chat:write", "commands", "im:history", "channels:history", "groups:history",
-        "channels:read", "groups:read", "im:read", "users:read", "files:write"}
+        "channels:read", "groups:read", "im:read", "users:read", "files:write", "files:read"}
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True  # DMs to the bot
     # every button the adapter listens for is one bot.actions knows
     assert set(re.findall(r"\w+", slack_adapter.BUTTONS.pattern)) == {

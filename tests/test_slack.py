@@ -11,6 +11,7 @@ import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -406,6 +407,8 @@ async def test_platform_reads_paginate_and_tell_private_from_public(adapter, fak
     assert len(pages) == 2 and pages[1]["cursor"] == "200"
     thread = await adapter.replies("CHIST", "1001.000100")
     assert thread[0]["text"] == "m1" and len(thread) == 261
+    since = datetime.fromtimestamp(1001.000300, UTC)
+    assert [m["text"] for m in await adapter.history("CHIST", since, thread="1001.000100")][:1] == ["reply 301"]
     assert await adapter.members("CHIST") == members
     assert set(await adapter.user_channels("UANN")) >= {"GPRIV", "CASK"}
     assert "GPRIV" not in await adapter.user_channels("UBOB")
@@ -439,3 +442,15 @@ async def test_rejected_tokens_give_one_clear_error(adapter, ctx, fake_slack) ->
     fake_slack.fail("auth.test", "invalid_auth")
     with pytest.raises(RuntimeError, match="Slack rejected SLACK_BOT_TOKEN: invalid_auth"):
         await SlackAdapter(adapter.router, with_app_token).run()
+
+
+async def test_files_shared_with_a_message_reach_the_handler(slack, adapter, fake_slack) -> None:
+    fake_slack.add_channel("DFILE", "", members=["UANN", "UBOT"], is_im=True)
+    shared = fake_slack.share_file("F77", "data.jsonl", b'{"q": 1}\n', "application/json")
+    outside = {**fake_slack.share_file("F78", "x.txt", b"x"), "url_private_download": "https://evil.test/F78"}
+    event = dm("DFILE", "1300.1", "/attached", subtype="file_share", files=[shared, outside])
+    assert await slack.event(event, "EvFILE") == 200
+    await fake_slack.wait_for(lambda: posted(fake_slack, "DFILE"), 20)
+    assert posted(fake_slack, "DFILE")[0]["text"] == "data.jsonl application/json b'{\"q\": 1}\\n'"
+    downloads = fake_slack.calls_to("download")
+    assert [d["file_id"] for d in downloads] == ["F77"] and downloads[0]["_token"] == "xoxb-test"

@@ -7,7 +7,8 @@ the job runs in `python -m training.run_job` (or under `accelerate launch` when 
 GPUs), so a crash or OOM fails that job and the worker claims the next. While the child runs, the
 worker extends the job's lease; if the worker dies, the lease runs out and another worker re-runs
 the job from its last checkpoint. A cancel is cooperative (the recipe stops between steps); a
-child that ignores it is killed after `cancel_grace_s`.
+child that ignores it is killed after `cancel_grace_s`. SIGTERM/Ctrl-C: finish the current job,
+then exit (SIGKILL instead: the job is re-queued when its lease runs out).
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class TrainingWorker:
         values = dict(id=self.id, tags=list(self.opt.tags), **self.box)
         async with self.db() as session, session.begin():
             await session.execute(pg_insert(Worker).values(**values).on_conflict_do_nothing())
+            # workers killed without a goodbye: forget them after a day of silence
+            await session.execute(text("DELETE FROM workers WHERE heartbeat_at < now() - interval '1 day'"))
         log.info("worker %s registered: %s", self.id, self.box)
 
     async def beat(self) -> None:

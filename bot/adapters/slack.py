@@ -17,8 +17,10 @@ import logging
 import re
 import time
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -30,20 +32,23 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.actions import ADMIN_ACTIONS, CANCEL, CONFIRM, DEPLOY, FEEDBACK_UP, feedback_value, record_feedback, resolve
+from bot.actions import ADMIN_ACTIONS, CANCEL, CONFIRM, DEPLOY, FEEDBACK_UP, record_feedback, resolve
 from bot.adapters.slack_blocks import body_text, escape, render, resolved_blocks
 from bot.adapters.slack_incoming import (
+    MAX_ATTACHMENT_BYTES,
     action_incoming,
     command_incoming,
     display_name,
     event_incoming,
+    file_refs,
     is_workspace_admin,
     should_ignore,
 )
+from bot.adapters.slack_stream import NOT_POSTABLE, ReplyStream
 from bot.audit import audit
 from bot.context import Context
 from bot.errors import UserError
-from bot.messages import FileOut, Incoming, Reply
+from bot.messages import Attachment, FileOut, Incoming, Reply
 from bot.router import Router
 from bot.safety import parse_allowlist
 
@@ -53,7 +58,6 @@ SLASH = "/ladder"  # must match slack/manifest.yaml (a test checks both)
 EVENTS = ("app_mention", "message.im")  # the manifest's bot_events; `message.im` arrives as a `message` event
 BUTTONS = re.compile(r"^(feedback_up|feedback_down|confirm|cancel|deploy)$")
 CACHE_TTL_S = 300.0  # users.info / conversations.info answers are reused this long
-NOT_POSTABLE = ("not_in_channel", "channel_not_found", "is_archived")
 
 
 def _secret(value: Any) -> str | None:
@@ -173,6 +177,8 @@ class SlackAdapter:
     # -- work ---------------------------------------------------------------------------------------
     async def _event(self, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None) -> None:
         msg = await self._enrich(event_incoming(body, event, bot_user_id=bot_user_id))
+        if event.get("files"):
+            msg = msg.evolve(attachments=await self._download(event))
         await self._deliver(msg, msg.thread)
 
     async def _command(self, command: dict[str, Any]) -> None:
@@ -184,7 +190,7 @@ class SlackAdapter:
                        context: str | None = None) -> None:
         with contextlib.suppress(UserError):  # parsed here too, so 👍/👎 carry the question, not the command
             msg = self.router.resolve(msg)
-        stream = _Stream(self, msg, thread, response_url, context)
+        stream = ReplyStream(self, msg, thread, response_url, context)
         async for reply in self.router.dispatch(msg):
             await stream.send(reply)
 
@@ -192,7 +198,7 @@ class SlackAdapter:
         kind, value = action.get("action_id", ""), action.get("value", "")
         msg = await self._enrich(action_incoming(body))
         response_url = body.get("response_url")
-        stream = _Stream(self, msg, msg.thread, response_url)
+        stream = ReplyStream(self, msg, msg.thread, response_url)
         message = body.get("message") or {}
         try:
             if kind in ADMIN_ACTIONS and not msg.is_admin:
@@ -215,6 +221,27 @@ class SlackAdapter:
             await stream.send(Reply(text="Thanks, your feedback was recorded.", ephemeral=True))
         except UserError as err:
             await stream.send(Reply.fail(str(err)))
+
+    async def _download(self, event: dict[str, Any]) -> tuple[Attachment, ...]:
+        """Files shared with the message (e.g. a JSONL for /train), fetched with the bot token."""
+        out = []
+        headers = {"Authorization": f"Bearer {self.client.token}"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            for name, url, mime in file_refs(event, self.client.base_url):
+                try:
+                    async with session.get(url, headers=headers) as resp:
+                        resp.raise_for_status()
+                        data = b""
+                        async for chunk in resp.content.iter_chunked(1 << 16):
+                            data += chunk
+                            if len(data) > MAX_ATTACHMENT_BYTES:
+                                break
+                except aiohttp.ClientError as err:
+                    log.warning("could not download the shared file %s: %s", name, type(err).__name__)
+                    continue
+                if len(data) <= MAX_ATTACHMENT_BYTES:
+                    out.append(Attachment(name=name, data=data, mime=mime))
+        return tuple(out)
 
     async def _enrich(self, msg: Incoming) -> Incoming:
         """What needs the Web API: admin (settings or workspace role), display name, channel privacy."""
@@ -298,8 +325,14 @@ class SlackAdapter:
             if not cursor:
                 return out
 
-    async def history(self, channel: str, oldest: str | None = None) -> list[dict[str, Any]]:
-        """Channel messages newer than `oldest` (a ts), oldest first, all pages."""
+    async def history(self, channel: str, oldest: str | datetime | None = None, *,
+                      thread: str | None = None) -> list[dict[str, Any]]:
+        """Slack message dicts newer than `oldest` (a ts or a datetime), oldest first, all pages: the
+        channel's own messages, or with `thread` that thread's parent and replies."""
+        if isinstance(oldest, datetime):
+            oldest = f"{oldest.timestamp():.6f}"
+        if thread:
+            return [m for m in await self.replies(channel, thread) if float(m.get("ts", 0)) > float(oldest or 0)]
         msgs = await self._paged("conversations_history", "messages", channel=channel, oldest=oldest)
         return sorted(msgs, key=lambda m: float(m.get("ts", 0)))
 
@@ -330,43 +363,3 @@ class SlackAdapter:
         """The name Slack shows for the user (for citations); the id when it cannot be looked up."""
         return display_name(await self._user(user)) or user
 
-
-class _Stream:
-    """One dispatch's replies as Slack calls: the first visible reply is posted, later ones edit it
-    (partials at most once per `edit_interval`); errors are ephemeral; answers get 👍/👎."""
-
-    def __init__(self, adapter: SlackAdapter, msg: Incoming, thread: str | None, response_url: str | None = None,
-                 context: str | None = None):
-        self.a, self.msg, self.thread = adapter, msg, thread
-        self.response_url, self.context = response_url, context
-        self.ts: str | None = None
-        self.last_edit = 0.0
-        self.via_webhook = False
-
-    async def send(self, reply: Reply) -> None:
-        channel, thread = self.msg.channel, reply.thread or self.thread
-        if reply.ephemeral or reply.error:
-            if self.ts is not None:
-                await self.a.delete(channel, self.ts)
-                self.ts = None
-            await self.a.ephemeral(self.msg, reply, thread, self.response_url)
-            return
-        now = time.monotonic()
-        if reply.partial and (self.via_webhook or self.ts and now - self.last_edit < self.a.edit_interval):
-            return
-        self.last_edit = now
-        feedback = feedback_value(self.msg.body, reply.citations) if reply.model and not reply.partial else None
-        if self.ts is not None:
-            await self.a.update(channel, self.ts, reply, thread=thread, feedback=feedback, context=self.context)
-            return
-        if not self.via_webhook:
-            try:
-                self.ts = await self.a.post(channel, reply, thread, feedback=feedback, context=self.context)
-                return
-            except SlackApiError as err:
-                if not self.response_url or err.response.get("error") not in NOT_POSTABLE:
-                    raise
-                self.via_webhook = True  # e.g. /ladder in a channel the bot is not in: answer via response_url
-        if not reply.partial:
-            body = render(reply, self.a.allowlist, feedback=feedback, context=self.context)
-            await AsyncWebhookClient(self.response_url).send(response_type="in_channel", **body)

@@ -11,11 +11,13 @@ The adapter fills in what needs the Web API (admin, display name, channel privac
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.adapters.slack_blocks import from_slack_text, slash_text
 from bot.messages import Incoming
 
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")  # others are edits, joins, deletions...
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 
 
 def event_body_of(event: dict[str, Any], event_id: str = "Ev1", team: str = "T1") -> dict[str, Any]:
@@ -99,3 +101,25 @@ def display_name(user: dict[str, Any]) -> str:
 
 def is_workspace_admin(user: dict[str, Any]) -> bool:
     return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+
+
+def file_refs(event: dict[str, Any], api_url: str) -> list[tuple[str, str, str]]:
+    """(name, download URL, mime) of the files shared with a message that the bot may fetch: not too big,
+    and only from Slack's own hosts (or the configured API host), since the bot token goes with the request.
+
+    >>> file_refs({"files": [{"name": "d.jsonl", "size": 9, "mimetype": "text/plain",
+    ...            "url_private_download": "https://files.slack.com/F1/d.jsonl"},
+    ...           {"name": "x", "size": 9, "url_private": "https://evil.test/x"}]}, "https://slack.com/api/")
+    [('d.jsonl', 'https://files.slack.com/F1/d.jsonl', 'text/plain')]
+    """
+    trusted = {urlsplit(api_url).hostname or ""}
+    refs = []
+    for f in event.get("files") or []:
+        url = f.get("url_private_download") or f.get("url_private") or ""
+        host = urlsplit(url).hostname or ""
+        if not (host in trusted or host == "slack.com" or host.endswith(".slack.com")):
+            continue
+        if int(f.get("size") or 0) > MAX_ATTACHMENT_BYTES:
+            continue
+        refs.append((f.get("name") or f.get("id", "file"), url, f.get("mimetype") or "application/octet-stream"))
+    return refs

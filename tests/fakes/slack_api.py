@@ -120,6 +120,7 @@ class FakeSlack(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/files/{file_id}", self._download)
         app.router.add_post("/response/{rid}", self._response)
         app.router.add_get("/socket", self._socket)
 
@@ -161,6 +162,19 @@ class FakeSlack(LoopbackServer):
         self.uploads[request.match_info["file_id"]] = await request.read()
         self.calls.append(("upload", {"file_id": request.match_info["file_id"]}))
         return web.Response(text="OK - 1")
+
+    def share_file(self, file_id: str, name: str, data: bytes, mime: str = "text/plain") -> dict[str, Any]:
+        """A file users shared; returns the file object an event carries (downloadable with the bot token)."""
+        self.uploads[file_id] = data
+        return {"id": file_id, "name": name, "mimetype": mime, "size": len(data),
+                "url_private_download": f"{self.url}/files/{file_id}"}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        self.calls.append(("download", {"file_id": request.match_info["file_id"], "_token": auth[7:]}))
+        if not auth.startswith("Bearer xoxb-") or request.match_info["file_id"] not in self.uploads:
+            return web.Response(status=404)
+        return web.Response(body=self.uploads[request.match_info["file_id"]])
 
     async def _response(self, request: web.Request) -> web.Response:
         self.responses.append(await request.json())
