@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot import db
 from bot.config import Settings
@@ -13,6 +16,7 @@ from bot.middleware import DEFAULT_CHAIN
 from bot.router import Router
 
 log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 60.0
 
 
 async def build_context(settings: Settings, *, migrate: bool = True) -> Context:
@@ -24,6 +28,7 @@ async def build_context(settings: Settings, *, migrate: bool = True) -> Context:
         await asyncio.to_thread(db.upgrade, url)
     ctx = Context(settings=settings, db=db.sessionmaker(engine), models=ModelHub.from_settings(settings))
     ctx.services["engine"] = engine
+    ctx.services["connect_platform"] = connect_platform  # for syncs outside `ladder run` (knowledge.sources.chat)
     return ctx
 
 
@@ -41,6 +46,46 @@ def configured_adapters(settings: Settings) -> list[str]:
     if settings.discord_token:
         names.append("discord")
     return names
+
+
+async def connect_platform(ctx: Context, name: str) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """An adapter built from settings to read channels outside `ladder run` (e.g. `ladder sync` of a
+    slack_channel source), and how to close it. Slack needs only the bot token; Discord logs in and
+    connects the gateway (it answers messages meanwhile, de-duplicated as usual) until closed."""
+    from bot.errors import UserError
+
+    if name == "slack":
+        if not ctx.settings.slack_bot_token:
+            raise UserError("This source reads Slack: set SLACK_BOT_TOKEN (OAuth & Permissions -> Bot User OAuth "
+                            "Token) to sync it.")
+        from bot.adapters.slack import SlackAdapter
+
+        async def nothing() -> None:
+            return None
+
+        return SlackAdapter(build_router(ctx), ctx), nothing
+    if name == "discord":
+        if not ctx.settings.discord_token:
+            raise UserError("This source reads Discord: set DISCORD_TOKEN to sync it.")
+        from bot.adapters.discord import DiscordAdapter
+
+        adapter = DiscordAdapter(build_router(ctx), ctx)
+        task = asyncio.create_task(adapter.run())
+        ready = asyncio.create_task(adapter.ready.wait())
+        await asyncio.wait({task, ready}, timeout=CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+
+        async def close() -> None:
+            await adapter.close()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 10)
+
+        if not adapter.ready.is_set():
+            error = task.exception() if task.done() else None
+            await close()
+            raise UserError(f"Could not connect to Discord to sync: {error or 'timed out'}")
+        return adapter, close
+    raise UserError(f"No adapter for platform '{name}'.")
 
 
 async def run_platforms(settings: Settings, *, http_port: int | None = None) -> None:

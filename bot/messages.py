@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -135,10 +136,32 @@ class Reply:
 ReplyStream = AsyncIterator[Reply]
 
 
+@dataclass(frozen=True)
+class HistoryMessage:
+    """One message of a channel's history, platform-neutral (what sync and `summarize` read).
+
+    `id` is the platform's message id and sorts in time (Slack `ts`, Discord snowflake): it is the cursor.
+    `thread` is the thread the message belongs to (Slack: the parent's ts, also on the parent itself when it
+    has replies; Discord: the thread channel's id); None for a plain channel message.
+    """
+
+    id: str
+    user: str
+    user_name: str
+    text: str
+    created_at: datetime
+    thread: str | None = None
+    is_bot: bool = False
+    channel: str = ""
+    url: str | None = None
+    reply_to: str | None = None
+
+
 class Platform(Protocol):
     """What an adapter offers the rest of the bot besides answering messages.
 
-    The notifier, sync and reminders use this to reach a channel outside a request.
+    The notifier, sync and reminders use this to reach a channel outside a request; the knowledge sources
+    and `summarize` read a channel through `history`, `members` and `readers`.
     """
 
     name: str
@@ -148,3 +171,19 @@ class Platform(Protocol):
         ...
 
     async def update(self, channel: str, message_id: str, reply: Reply) -> None: ...
+
+    def history(self, channel: str, *, after: str | datetime | None = None, thread: str | None = None,
+                limit: int | None = None) -> AsyncIterator[HistoryMessage]:
+        """Messages newer than `after` (a message id, or a time), oldest first, all pages, at most `limit`:
+        the channel's own messages, or with `thread` that thread's (parent included where the platform has one).
+        """
+        ...
+
+    async def members(self, channel: str) -> list[str] | None:
+        """User ids who may read the channel; None when the platform cannot tell (raises on an API error)."""
+        ...
+
+    async def readers(self, channel: str) -> tuple[str, ...]:
+        """ACL principals of the channel's content: `("public",)` for a channel everyone in the workspace
+        can read, else `("channel:<platform>:<id>",)`."""
+        ...

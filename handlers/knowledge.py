@@ -17,6 +17,7 @@ from bot.errors import UserError
 from bot.messages import Incoming, Reply
 from bot.router import command
 from knowledge import admin
+from knowledge.sources.chat import platform_services
 from knowledge.sync import Progress, SyncReport, embedder_for, sync_all, sync_source
 
 ADMIN_SUBCOMMANDS = {"add", "remove"}
@@ -70,9 +71,14 @@ async def sync(msg: Incoming, ctx: Context) -> AsyncIterator[Reply]:
         updates.put_nowait(p)
 
     embedder = embedder_for(ctx)
-    run = (sync_source(ctx.db, name, embedder=embedder, progress=on_progress) if name
-           else sync_all(ctx.db, embedder=embedder, progress=on_progress))
-    task = asyncio.ensure_future(run)
+
+    async def run() -> SyncReport | list[SyncReport | str]:
+        async with platform_services(ctx) as services:  # chat-channel sources read through the adapters
+            if name:
+                return await sync_source(ctx.db, name, embedder=embedder, progress=on_progress, services=services)
+            return await sync_all(ctx.db, embedder=embedder, progress=on_progress, services=services)
+
+    task = asyncio.ensure_future(run())
     yield Reply(text=f"Syncing {name or 'all sources'}…", partial=True)
     try:
         while not task.done():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.audit import audit
 from bot.commands import Opt
 from bot.context import Context
 from bot.errors import UserError
@@ -154,9 +155,19 @@ async def job(msg: Incoming, ctx: Context) -> Reply:
     return Reply(text="\n".join(lines))
 
 
-@command("cancel", admin=True, help="Cancel a training job (admins)", usage="/cancel ID")
+@command("cancel", help="Cancel a training job (admins) or drop an action the bot proposed",
+         usage="/cancel JOB_ID | /cancel pID")
 async def cancel(msg: Incoming, ctx: Context) -> Reply:
-    return Reply(text=await queue.cancel(ctx.db, _job_id(msg), msg.user))
+    """Shared with pending actions: `p...` ids go to `handlers.confirm`; job numbers need an admin."""
+    from handlers.confirm import cancel_pending, is_pending_id
+
+    if is_pending_id(msg.body):
+        return await cancel_pending(msg, ctx)
+    job_id = _job_id(msg)
+    await audit(ctx.db, msg, "command:cancel", allowed=msg.is_admin, text=msg.text[:500])
+    if not msg.is_admin:  # the same refusal as the admin gate, which cannot see which kind of id this is
+        return Reply.fail("/cancel of a training job is for admins only; ask a workspace admin to run it.")
+    return Reply(text=await queue.cancel(ctx.db, job_id, msg.user))
 
 
 @command("workers", admin=True, help="Training workers and what they can take (admins)", usage="/workers")

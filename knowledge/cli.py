@@ -46,6 +46,7 @@ def sync(source: str | None = typer.Argument(None, help="Source name; all source
 
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from knowledge.sources.chat import platform_services
     from knowledge.sync import Progress as SyncProgress
     from knowledge.sync import SyncReport, embedder_for, sync_all, sync_source
 
@@ -59,9 +60,11 @@ def sync(source: str | None = typer.Argument(None, help="Source name; all source
                                              f"{p.chunks_embedded} chunks embedded")
 
             embedder = embedder_for(ctx)
-            if source:
-                return [await sync_source(ctx.db, source, embedder=embedder, progress=on_progress)]
-            return await sync_all(ctx.db, embedder=embedder, progress=on_progress)
+            async with platform_services(ctx) as services:  # chat-channel sources: adapters built from settings
+                if source:
+                    return [await sync_source(ctx.db, source, embedder=embedder, progress=on_progress,
+                                              services=services)]
+                return await sync_all(ctx.db, embedder=embedder, progress=on_progress, services=services)
 
     reports = _run(body)
     if as_json:

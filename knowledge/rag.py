@@ -57,6 +57,8 @@ async def rag_reply(ctx: Any, msg: Incoming, question: str, audience: Audience, 
     model = await ctx.models.model_for(model_name or chan.model, None if model_name else chan.backend)
     if hasattr(model, "ensure_loaded"):
         await model.ensure_loaded()
+    if hasattr(model, "learn"):  # Ollama: read the real context window once
+        await model.learn()
     hits = await retrieve(ctx, question, audience, k=settings.rag_top_k)
     conv = await memory.conversation_id(ctx.db, msg)
     past = memory.trim_to_budget(await memory.history(ctx.db, conv), model.context_length // HISTORY_SHARE)

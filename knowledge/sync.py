@@ -82,9 +82,13 @@ def embedder_for(ctx: Any) -> Embedder:
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of a cursor patch; a None value deletes the key (e.g. a thread no longer tracked)."""
     out = dict(base)
     for key, value in patch.items():
-        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
     return out
 
 
@@ -118,14 +122,17 @@ class _Lock:
 
 async def sync_source(db: async_sessionmaker[AsyncSession], source: str | int, *, embedder: Embedder,
                       progress: ProgressFn | None = None, wait: bool = False,
-                      batch_docs: int = BATCH_DOCS) -> SyncReport:
-    """Sync one source (by name or id). Raises UserError when it is already syncing (unless `wait`)."""
+                      batch_docs: int = BATCH_DOCS, services: dict[str, Any] | None = None) -> SyncReport:
+    """Sync one source (by name or id). Raises UserError when it is already syncing (unless `wait`).
+
+    `services` reach the connector (chat-channel sources read through `services["platform"]`, see
+    `knowledge.sources.chat.platform_services`); `db` is always among them."""
     async with db() as session:
         row = await load_source(session, source)
         source_id, name = row.id, row.name
     async with _Lock(db, source_id, name, wait):
         try:
-            return await _sync_locked(db, source_id, embedder, progress, batch_docs)
+            return await _sync_locked(db, source_id, embedder, progress, batch_docs, services)
         except BaseException as err:
             async with db() as session, session.begin():
                 row = await session.get(Source, source_id)
@@ -135,7 +142,8 @@ async def sync_source(db: async_sessionmaker[AsyncSession], source: str | int, *
 
 
 async def _sync_locked(db: async_sessionmaker[AsyncSession], source_id: int, embedder: Embedder,
-                       progress: ProgressFn | None, batch_docs: int) -> SyncReport:
+                       progress: ProgressFn | None, batch_docs: int,
+                       services: dict[str, Any] | None = None) -> SyncReport:
     started = time.perf_counter()
     async with db() as session, session.begin():
         row = await session.get(Source, source_id)
@@ -152,7 +160,7 @@ async def _sync_locked(db: async_sessionmaker[AsyncSession], source_id: int, emb
         cursor = {"chunking": sig}  # re-read everything; unchanged chunk texts still reuse their embeddings
     cursor["docs"] = {k: v for k, v in (cursor.get("docs") or {}).items() if k in known}
     report = SyncReport(source=name)
-    connector = make_connector(kind, config, info)
+    connector = make_connector(kind, config, info, {**(services or {}), "db": db})
     seen: set[str] = set()
     batch: list[Found] = []
 
@@ -228,14 +236,15 @@ async def _sync_locked(db: async_sessionmaker[AsyncSession], source_id: int, emb
 
 
 async def sync_all(db: async_sessionmaker[AsyncSession], *, embedder: Embedder,
-                   progress: ProgressFn | None = None) -> list[SyncReport | str]:
+                   progress: ProgressFn | None = None,
+                   services: dict[str, Any] | None = None) -> list[SyncReport | str]:
     """Every source in turn; a source that fails gives its one-line error and the others still run."""
     async with db() as session:
         names = list((await session.execute(select(Source.name).order_by(Source.name))).scalars())
     out: list[SyncReport | str] = []
     for name in names:
         try:
-            out.append(await sync_source(db, name, embedder=embedder, progress=progress))
+            out.append(await sync_source(db, name, embedder=embedder, progress=progress, services=services))
         except UserError as err:
             out.append(f"{name}: {err}")
     return out
@@ -244,10 +253,12 @@ async def sync_all(db: async_sessionmaker[AsyncSession], *, embedder: Embedder,
 async def scheduled_sync(source_id: int) -> None:
     """The persisted APScheduler job for a source's cron schedule (see knowledge.admin.set_schedule)."""
     from bot import scheduler
+    from knowledge.sources.chat import platform_services
 
     ctx = scheduler.current()
     try:
-        report = await sync_source(ctx.db, source_id, embedder=embedder_for(ctx))
+        async with platform_services(ctx) as services:
+            report = await sync_source(ctx.db, source_id, embedder=embedder_for(ctx), services=services)
         log.info("scheduled sync: %s", report.summary())
     except UserError as err:
         log.warning("scheduled sync of source %s not run: %s", source_id, err)

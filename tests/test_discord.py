@@ -324,7 +324,7 @@ async def test_history_readers_and_members(adapter, fake):
     first = fake.message(channel, D.ALICE, "m0")
     for i in range(1, 130):
         fake.message(channel, D.BOB, f"m{i}")
-    seen = [m async for m in adapter.history(str(channel), after_id=first["id"])]
+    seen = [m async for m in adapter.history(str(channel), after=first["id"])]
     assert [m.text for m in seen] == [f"m{i}" for i in range(1, 130)]
     assert len(fake.find("GET", f"/channels/{channel}/messages")) >= 2  # paginated
     assert await adapter.readers(str(D.GENERAL)) == ("public",)

@@ -8,7 +8,7 @@ import io
 
 from sqlalchemy import func, select, text
 
-from tests.fakes.platform import RecordingPlatform
+from tests.fakes.recording_platform import RecordingPlatform
 from training import queue
 from training.models import JobEvent
 from training.notifier import Notifier

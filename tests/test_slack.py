@@ -401,14 +401,14 @@ async def test_platform_reads_paginate_and_tell_private_from_public(adapter, fak
                                    for i in range(450)]
     fake_slack.history["CHIST"] += [{"ts": f"1001.{i:06d}", "thread_ts": "1001.000100", "user": "UBOB",
                                      "text": f"reply {i}", "type": "message"} for i in range(201, 461)]
-    history = await adapter.history("CHIST", oldest="1100.000100")
+    history = await adapter.raw_history("CHIST", oldest="1100.000100")
     assert [m["text"] for m in history][:2] == ["m101", "m102"] and len(history) == 349  # oldest first
     pages = [c for c in fake_slack.calls_to("conversations.history") if c["channel"] == "CHIST"]
     assert len(pages) == 2 and pages[1]["cursor"] == "200"
     thread = await adapter.replies("CHIST", "1001.000100")
     assert thread[0]["text"] == "m1" and len(thread) == 261
     since = datetime.fromtimestamp(1001.000300, UTC)
-    assert [m["text"] for m in await adapter.history("CHIST", since, thread="1001.000100")][:1] == ["reply 301"]
+    assert [m["text"] for m in await adapter.raw_history("CHIST", since, thread="1001.000100")][:1] == ["reply 301"]
     assert await adapter.members("CHIST") == members
     assert set(await adapter.user_channels("UANN")) >= {"GPRIV", "CASK"}
     assert "GPRIV" not in await adapter.user_channels("UBOB")

@@ -34,6 +34,12 @@ async def test_non_admin_train_is_refused_audited_and_queues_nothing(bot, ctx):
     assert row.action == "command:train" and row.allowed is False
     for cmd in ("/jobs", "/cancel 1", "/deploy 1 x", "/workers"):
         assert "admins only" in (await bot.push(cmd, user="U-intern", is_admin=False)).text
+    async with ctx.db() as session:
+        refusals = (await session.execute(select(AuditLog.action).where(AuditLog.user_id == "U-intern",
+                                                                         AuditLog.allowed.is_(False)))).scalars()
+        assert {"command:jobs", "command:cancel", "command:deploy", "command:workers"} <= set(refusals)
+    unknown = await bot.push("/cancel pdeadbeef", user="U-intern", is_admin=False)  # a pending action, not a job
+    assert "admins only" not in unknown.text
 
 
 async def test_unknown_recipe_and_bad_params_are_clear_one_liners(bot, ctx):
@@ -150,7 +156,7 @@ async def test_lora_end_to_end_worker_report_deploy_and_answer(bot, ctx, setting
 
     from bot.llm.hub import ModelHub
     from bot.models import ModelRegistry
-    from tests.fakes.platform import RecordingPlatform
+    from tests.fakes.recording_platform import RecordingPlatform
     from tests.test_training_worker import start_worker, wait_for
     from training import deploy
     from training.notifier import Notifier

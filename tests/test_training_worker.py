@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import tests.training_recipes  # noqa: F401  (registers `count` in this process too)
-from tests.fakes.platform import RecordingPlatform
+from tests.fakes.recording_platform import RecordingPlatform
 from training import queue
 from training.notifier import Notifier
 from training.queue import Submission
@@ -186,14 +186,15 @@ async def test_console_flow_train_in_chat_worker_elsewhere_report_with_png_in_ch
     worker = None
     try:
         chat.stdin.write(f"/train lora base=tiny-llama data={data} steps=4 batch_size=4 log_every=1 samples=1 "
-                         "max_new_tokens=4\n")
+                         "max_new_tokens=4 tags=console\n")  # tags: only the worker started below may take it
         chat.stdin.flush()
 
         async def seen(fragment: str):
             return next((line for line in list(lines) if fragment in line), None)
         queued = await wait_for(lambda: seen("Queued job"), what="the chat to queue the job")
         job_id = int(queued.split("Queued job ")[1].split(":")[0])
-        worker = subprocess.Popen([ladder, "worker", "--device", "cpu", "--once", "--poll-s", "0.2"], cwd=ROOT,
+        worker = subprocess.Popen([ladder, "worker", "--device", "cpu", "--once", "--poll-s", "0.2",
+                                   "--tags", "console"], cwd=ROOT,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await wait_for(lambda: seen(f"Job {job_id} (lora) succeeded"), timeout=300, what="the report in the chat")
         png_line = await wait_for(lambda: seen(f"job-{job_id}-"), what="the PNG file line")

@@ -152,7 +152,9 @@ class Notifier:
             final = next((e.data for e in events if e.kind == "state" and e.data.get("status") in FINAL), None)
             progress = await session.scalar(select(JobEvent.data).where(
                 JobEvent.job_id == job_id, JobEvent.kind == "progress").order_by(JobEvent.seq.desc()).limit(1))
-            note = next((e.data.get("message") for e in reversed(events) if e.kind == "log"), None)
+            last_log = await session.scalar(select(JobEvent.data).where(
+                JobEvent.job_id == job_id, JobEvent.kind == "log").order_by(JobEvent.seq.desc()).limit(1))
+            note = last_log.get("message") if last_log else None
             reply = Reply(text=progress_text(job, state, progress, note), thread=job.thread)
             if job.progress_message_id:
                 await platform.update(job.channel, job.progress_message_id, reply)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import discord
@@ -26,7 +27,7 @@ from bot.adapters.discord_ui import LadderButton, files_for, ladder_group, view_
 from bot.audit import audit
 from bot.context import Context
 from bot.errors import UserError
-from bot.messages import Action, FileOut, Incoming, Reply
+from bot.messages import Action, FileOut, HistoryMessage, Incoming, Reply
 from bot.models import ProcessedEvent
 from bot.router import Router
 from bot.safety import neutralise_mentions, parse_allowlist
@@ -357,17 +358,19 @@ class DiscordAdapter:
         sent = await self._target(channel, thread).send(neutralise_mentions(text) or None, files=files_for([file]))
         return str(sent.id)
 
-    async def history(self, channel: str, after_id: str | None = None,
-                      limit: int | None = None) -> AsyncIterator[render.HistoryMessage]:
-        """Messages after a message-id cursor, oldest first (discord.py pages 100 at a time)."""
-        target = self.client.get_channel(int(channel)) or self._target(channel)
-        after = discord.Object(int(after_id)) if after_id else None
-        async for m in target.history(limit=limit, after=after, oldest_first=True):
-            thread = str(m.channel.id) if isinstance(m.channel, discord.Thread) else None
-            yield render.HistoryMessage(id=str(m.id), channel=channel, thread=thread, user=str(m.author.id),
-                                        user_name=m.author.display_name, text=m.content, at=m.created_at,
-                                        is_bot=m.author.bot, url=m.jump_url,
-                                        reply_to=str(m.reference.message_id) if m.reference else None)
+    async def history(self, channel: str, *, after: str | datetime | None = None, thread: str | None = None,
+                      limit: int | None = None) -> AsyncIterator[HistoryMessage]:
+        """Messages after a message-id cursor, oldest first (discord.py pages 100 at a time); with `thread`,
+        that thread's messages (a Discord thread is a channel of its own)."""
+        source = thread or channel
+        target = self.client.get_channel(int(source)) or self._target(source)
+        after_obj = discord.Object(int(after)) if isinstance(after, str) else after  # discord.py takes a datetime
+        async for m in target.history(limit=limit, after=after_obj, oldest_first=True):
+            in_thread = thread or (str(m.channel.id) if isinstance(m.channel, discord.Thread) else None)
+            yield HistoryMessage(id=str(m.id), channel=channel, thread=in_thread, user=str(m.author.id),
+                                 user_name=m.author.display_name, text=m.content, created_at=m.created_at,
+                                 is_bot=m.author.bot, url=m.jump_url,
+                                 reply_to=str(m.reference.message_id) if m.reference else None)
 
     async def threads(self, channel: str) -> list[str]:
         """Ids of a channel's threads, active and archived."""

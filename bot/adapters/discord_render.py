@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
 
 from bot.actions import FEEDBACK_DOWN, FEEDBACK_UP
 from bot.messages import Action, Citation, Reply
@@ -20,22 +18,6 @@ from bot.safety import neutralise_mentions, sanitize
 LIMIT = 2000  # Discord's message length limit
 CUSTOM_ID_PREFIX = "ladder"
 _FENCE = re.compile(r"^\s*```(\S*)")
-
-
-@dataclass(frozen=True)
-class HistoryMessage:
-    """One message of a channel's history, as sync sees it (platform-neutral)."""
-
-    id: str
-    channel: str
-    thread: str | None
-    user: str
-    user_name: str
-    text: str
-    at: datetime
-    is_bot: bool = False
-    url: str | None = None
-    reply_to: str | None = None
 
 
 def citations_block(citations: Iterable[Citation]) -> str:

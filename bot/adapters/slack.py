@@ -16,8 +16,8 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Coroutine
-from datetime import datetime
+from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -48,7 +48,7 @@ from bot.adapters.slack_stream import NOT_POSTABLE, ReplyStream
 from bot.audit import audit
 from bot.context import Context
 from bot.errors import UserError
-from bot.messages import Attachment, FileOut, Incoming, Reply
+from bot.messages import Attachment, FileOut, HistoryMessage, Incoming, Reply
 from bot.router import Router
 from bot.safety import parse_allowlist
 
@@ -58,6 +58,8 @@ SLASH = "/ladder"  # must match slack/manifest.yaml (a test checks both)
 EVENTS = ("app_mention", "message.im")  # the manifest's bot_events; `message.im` arrives as a `message` event
 BUTTONS = re.compile(r"^(feedback_up|feedback_down|confirm|cancel|deploy)$")
 CACHE_TTL_S = 300.0  # users.info / conversations.info answers are reused this long
+NOISE = {"channel_join", "channel_leave", "channel_topic", "channel_purpose", "channel_name", "channel_archive",
+         "channel_unarchive", "bot_add", "bot_remove", "tombstone", "pinned_item", "group_join", "group_leave"}
 
 
 def _secret(value: Any) -> str | None:
@@ -325,8 +327,33 @@ class SlackAdapter:
             if not cursor:
                 return out
 
-    async def history(self, channel: str, oldest: str | datetime | None = None, *,
-                      thread: str | None = None) -> list[dict[str, Any]]:
+    async def history(self, channel: str, *, after: str | datetime | None = None, thread: str | None = None,
+                      limit: int | None = None) -> AsyncIterator[HistoryMessage]:
+        """The Platform read: messages after the ts (or time) `after`, oldest first, with display names;
+        join/leave and other channel events left out. With `thread`: the thread's parent and replies."""
+        count = 0
+        for m in await self.raw_history(channel, after, thread=thread):
+            if m.get("subtype") in NOISE or not (m.get("text") or m.get("files")):
+                continue
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield await self._history_message(channel, m)
+
+    async def _history_message(self, channel: str, m: dict[str, Any]) -> HistoryMessage:
+        user = m.get("user") or m.get("bot_id") or ""
+        name = (m.get("user_profile") or {}).get("display_name") or m.get("username") or ""
+        if not name and m.get("user"):
+            name = await self.user_name(m["user"])
+        text = m.get("text") or ""
+        for f in m.get("files") or []:
+            text += f"\n[file: {f.get('title') or f.get('name') or 'attachment'}]"
+        return HistoryMessage(id=m["ts"], user=user, user_name=name or (m.get("bot_profile") or {}).get("name", ""),
+                              text=text, created_at=datetime.fromtimestamp(float(m["ts"]), UTC),
+                              thread=m.get("thread_ts"), is_bot=bool(m.get("bot_id")), channel=channel)
+
+    async def raw_history(self, channel: str, oldest: str | datetime | None = None, *,
+                          thread: str | None = None) -> list[dict[str, Any]]:
         """Slack message dicts newer than `oldest` (a ts or a datetime), oldest first, all pages: the
         channel's own messages, or with `thread` that thread's parent and replies."""
         if isinstance(oldest, datetime):
@@ -343,6 +370,12 @@ class SlackAdapter:
 
     async def members(self, channel: str) -> list[str]:
         return await self._paged("conversations_members", "members", channel=channel)
+
+    async def readers(self, channel: str) -> tuple[str, ...]:
+        """`public` for a public channel; otherwise (private, DM, or the lookup failed) the channel's own."""
+        info = await self.channel_info(channel)
+        public = bool(info) and not info.get("is_private", True) and not info.get("is_im")
+        return ("public",) if public else (f"channel:{self.name}:{channel}",)
 
     async def user_channels(self, user: str) -> list[str]:
         """Channels (public and private) the user is a member of, as far as the bot can see."""

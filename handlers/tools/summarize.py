@@ -1,12 +1,13 @@
 """`summarize`: this thread, or this channel's last N days, summarised with map-reduce when it is long.
 
-Messages come from the platform's history when the adapter offers one (`async history(channel, *, thread,
-oldest) -> list[str]`), else from the bot's own conversation memory (the `turns` table). Only the
-channel the reply goes to can be summarised, so nothing from elsewhere reaches its readers.
+Messages come from the platform's history when the adapter offers one (`Platform.history`, yielding
+`HistoryMessage`s), else (or when that read fails) from the bot's own conversation memory (the `turns`
+table). Only the channel the reply goes to can be summarised, so nothing from elsewhere reaches its readers.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -14,6 +15,7 @@ from pydantic import Field
 from sqlalchemy import select
 
 from bot.llm.base import ChatMessage, ChatModel
+from bot.messages import HistoryMessage
 from bot.models import Conversation, Turn
 from handlers.tools import ToolContext, ToolError, tool
 
@@ -22,6 +24,12 @@ MAP_PROMPT = ("Summarise these chat messages in a few bullet points: decisions, 
 REDUCE_PROMPT = "Merge these partial summaries of one conversation into one short summary with bullet points."
 MAX_MESSAGES = 2000
 MAX_ROUNDS = 3
+log = logging.getLogger(__name__)
+
+
+def history_line(m: HistoryMessage) -> str:
+    """`[2025-03-01 09:30] Ann: text`, one line per message as the model reads it."""
+    return f"[{m.created_at:%Y-%m-%d %H:%M}] {m.user_name or m.user}{' (bot)' if m.is_bot else ''}: {m.text}"
 
 
 async def gather(tc: ToolContext, scope: str, days: int) -> list[str]:
@@ -30,7 +38,12 @@ async def gather(tc: ToolContext, scope: str, days: int) -> list[str]:
     history = getattr(platform, "history", None)
     thread = msg.thread if scope == "thread" else None
     if history is not None:
-        return list(await history(msg.channel, thread=thread, oldest=oldest))[-MAX_MESSAGES:]
+        try:
+            lines = [history_line(m) async for m in history(msg.channel, after=oldest, thread=thread) if m.text]
+            return lines[-MAX_MESSAGES:]
+        except Exception as err:  # e.g. a Discord conversation that is not a thread of its own: use memory
+            log.warning("%s history of %s unavailable (%s); summarising from memory", msg.platform, msg.channel,
+                        type(err).__name__)
     stmt = (select(Turn.role, Turn.user_id, Turn.content).join(Conversation, Conversation.id == Turn.conversation_id)
             .where(Conversation.platform == msg.platform, Conversation.workspace == msg.workspace,
                    Conversation.channel == msg.channel, Turn.created_at >= oldest)

@@ -74,6 +74,7 @@ class FakeDiscord(LoopbackServer):
         self.close_on_identify: int | None = None
         self.limits: list[tuple[str, float]] = []  # (path fragment, retry_after) for the next matches
         self.messages: dict[int, list[dict[str, Any]]] = {}
+        self.archived: dict[int, list[dict[str, Any]]] = {}  # channel -> its archived public threads
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> synced commands
         self.ids = itertools.count(1_200_000_000_000_000_000)
         self.users = {self.BOT: user(self.BOT, "Ladder", bot=True), self.OWNER: user(self.OWNER, "owner"),
@@ -150,6 +151,17 @@ class FakeDiscord(LoopbackServer):
         data.update(extra)
         self.messages.setdefault(channel_id, []).append(data)
         return data
+
+    def add_thread(self, parent: int, name: str, *, archived: bool = True) -> int:
+        """A public thread users started in `parent` (listed by the archived-threads endpoint); post into it
+        with `message(thread_id, ...)`. Returns the thread id."""
+        tid = next(self.ids)
+        self.archived.setdefault(parent, []).append(
+            {**self.channel(parent), "id": str(tid), "type": 11, "parent_id": str(parent), "owner_id": str(self.ALICE),
+             "name": name, "message_count": 0, "member_count": 1, "last_message_id": None,
+             "thread_metadata": {"archived": archived, "auto_archive_duration": 1440, "locked": False,
+                                 "archive_timestamp": _ts()}})
+        return tid
 
     def dm_channels(self) -> set[int]:
         return {5000 + uid for uid in self.users}
@@ -381,6 +393,8 @@ class FakeDiscord(LoopbackServer):
             return self.channel(cid)
         if p[2:] == ["messages"] and method == "POST":
             return self._bot_message(cid, call)
+        if p[2:] == ["threads", "archived", "public"] and method == "GET":
+            return {"threads": self.archived.get(cid, []), "members": [], "has_more": False}
         if p[2:] == ["messages"] and method == "GET":
             after = int(call.query.get("after", 0))
             limit = int(call.query.get("limit", 50))

@@ -120,6 +120,20 @@ def load_base(base: str, dtype: str = "auto") -> tuple[Any, Any, Path]:
     return model, tok, path
 
 
+def autocast(dtype: str, device: str) -> Any:
+    """bf16 autocast (fp32 master weights) on CUDA, and on CPUs with native bf16 (AMX/AVX512-BF16) where it is
+    ~2x faster than fp32; plain fp32 elsewhere (emulated bf16 on older CPUs is slower). `dtype=float32` opts out."""
+    import torch
+
+    if dtype == "float32":
+        enabled = False
+    elif device == "cuda":
+        enabled = True
+    else:
+        enabled = dtype == "bfloat16" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def render(tok: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
     if getattr(tok, "chat_template", None):
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)

@@ -17,7 +17,7 @@ from typing import Any
 
 from training import evaluate, report
 from training.recipes.base import RunContext
-from training.recipes.common import collate, grouped_batches, response_nll
+from training.recipes.common import autocast, collate, grouped_batches, response_nll
 
 Row = tuple[list[int], list[int]]
 
@@ -93,7 +93,8 @@ def train_sft(ctx: RunContext, model: Any, tok: Any, train: list[Row], held: lis
             epoch, position = divmod(index, per_epoch)
             batch_ids = grouped_batches(lengths, config.batch_size, config.seed, epoch)[position]
             batch = collate([train[i] for i in batch_ids], pad)
-            nll, n = response_nll(model, batch)
+            with autocast(config.dtype, ctx.device):
+                nll, n = response_nll(model, batch)
             (nll / max(1, n) / config.grad_accum).backward()
             loss_sum += float(nll.detach())
             tokens += n

@@ -55,8 +55,8 @@ def prepare(ctx: RunContext, config: Any, examples: list[Any] | None = None,
     examples = data.limit(examples, config.limit)
     train, held = data.split(examples, config.held_out, config.seed, config.max_eval or None)
     on_gpu = ctx.device == "cuda"
-    dtype = "bfloat16" if config.dtype == "bfloat16" or (on_gpu and config.dtype == "auto") else "float32"
-    model, tok, path = (load_base(config.base, dtype) if base_model is None else base_model)
+    # fp32 master weights; the loop computes under bf16 autocast where that is fast (see common.autocast)
+    model, tok, path = load_base(config.base) if base_model is None else base_model
     if on_gpu and base_model is None:
         model.to("cuda")
     rows = [encode_sft(tok, ex, config.max_length) for ex in train]
