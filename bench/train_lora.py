@@ -31,7 +31,10 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def plain_trl(train: list[Any], held_rows: list, args: argparse.Namespace, base: Path, pad: int) -> dict[str, Any]:
-    """What a user would write from trl's docs: SFTTrainer + SFTConfig defaults + a peft LoraConfig."""
+    """What a user would write from trl's docs: SFTTrainer + SFTConfig defaults + a peft LoraConfig.
+
+    `use_cpu=True` is the one change a CPU box needs (otherwise SFTConfig's default bf16=True refuses to
+    start); everything else (bf16 autocast, gradient checkpointing, lr 2e-5, padding) stays default."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -41,7 +44,7 @@ def plain_trl(train: list[Any], held_rows: list, args: argparse.Namespace, base:
     ds = Dataset.from_list([{"prompt": ex.prompt, "completion": [ex.messages[-1]]} for ex in train])
     config = SFTConfig(output_dir=tempfile.mkdtemp(prefix="bench-trl-"), max_steps=args.steps,
                        per_device_train_batch_size=args.batch, max_length=args.max_length, report_to="none",
-                       save_strategy="no", logging_steps=10, disable_tqdm=True)
+                       save_strategy="no", logging_steps=10, disable_tqdm=True, use_cpu=True)
     trainer = SFTTrainer(model=str(base), args=config, train_dataset=ds,
                          peft_config=LoraConfig(r=16, target_modules=TARGETS, task_type="CAUSAL_LM"))
     counts = {"real": 0, "padded": 0}
@@ -89,7 +92,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
-    from training import data, evaluate
+    from training import data
     from training.recipes.common import base_path, encode_sft, load_base, seed_all, set_threads
 
     threads = set_threads(args.threads)

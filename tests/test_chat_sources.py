@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import discord
 import pytest
 from sqlalchemy import select
 
@@ -209,10 +210,32 @@ async def test_bad_channel_and_missing_token_are_one_line_errors(ctx, embedder, 
     no_token = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update={"slack_bot_token": None}))
     with pytest.raises(Exception, match="set SLACK_BOT_TOKEN"):
         await sync(no_token, "hr-chat", embedder)
-    async with ctx.db() as session:  # the failed run is recorded on the source, nothing else changed
-        src = next(r["source"] for r in await admin.source_rows(ctx) if r["source"].name == "hr-chat")
-        assert src.status == "error" and "SLACK_BOT_TOKEN" in src.last_error
-        assert await session.get(MembershipSync, ("slack", "GHR")) is not None
+    src = next(r["source"] for r in await admin.source_rows(ctx) if r["source"].name == "hr-chat")
+    assert src.status == "error" and "SLACK_BOT_TOKEN" in src.last_error  # the failed run is on the source
+
+
+async def test_summarize_reads_the_platform_history_and_falls_back_to_memory(ctx, fake_slack):
+    from bot import memory
+    from bot.adapters.slack import SlackAdapter
+    from bot.models import Turn
+    from handlers.tools import ToolContext
+    from handlers.tools.summarize import gather
+
+    ctx.platforms["slack"] = SlackAdapter(build_router(ctx), ctx)
+    try:
+        asked = Incoming(platform="slack", workspace="T1", channel="GHR", user="UANN", text="", thread=PARENT)
+        channel = await gather(ToolContext(asked, ctx), "channel", 30)
+        assert len(channel) == 5 and channel[0].startswith(f"[{DAY1:%Y-%m-%d} 09:00] Ann: Salary bands")
+        thread = await gather(ToolContext(asked, ctx), "thread", 30)
+        assert [line.split("] ", 1)[1] for line in thread] == [
+            "Ann: Who approves salary band changes?", "Bob: The compensation committee approves them.",
+            "Ann: Thanks <@UBOB>, noted.", "Ann: The committee meets monthly."]
+        await memory.append(ctx.db, await memory.conversation_id(ctx.db, asked),
+                            [Turn(role="user", content="remembered question", tokens=2, user_id="UANN")])
+        fake_slack.fail("conversations.replies", "internal_error")
+        assert await gather(ToolContext(asked, ctx), "thread", 30) == ["UANN: remembered question"]
+    finally:
+        ctx.platforms.pop("slack")
 
 
 # -- Discord ---------------------------------------------------------------------------------------
@@ -265,3 +288,12 @@ async def test_discord_private_channel_acl_members_threads_and_after_cursor(ctx,
     quiet = await sync(ctx, "general-discord", embedder)
     assert quiet.added == quiet.updated == 0
     assert fake_discord.find("GET", f"/channels/{thread}/messages")[0].query["after"]  # a cheap check, not a re-read
+
+
+async def test_sync_outside_ladder_run_connects_discord_from_settings(ctx, embedder, discord_adapter, fake_discord):
+    standup = fake_discord.message(D.GENERAL, D.ALICE, "Standup moved to 10:00.")
+    day = f"{discord.utils.snowflake_time(int(standup['id'])):%Y-%m-%d}"  # discord.py dates a message by its id
+    identifies = len(fake_discord.ops(2))
+    report = await sync(dataclasses.replace(ctx, platforms={}), "general-discord", embedder)  # as `ladder sync`
+    assert report.updated == 1 and "Standup moved" in await doc_text(ctx, f"{D.GENERAL}/{day}")
+    assert len(fake_discord.ops(2)) == identifies + 1  # its own client logged in, and was closed afterwards

@@ -26,7 +26,7 @@ from knowledge.eval import (
 )
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
-N_QUERIES, N_DOCS = 20, 150
+N_QUERIES, N_DOCS = 20, 100
 
 
 def test_metrics_on_a_hand_made_example():
@@ -114,7 +114,10 @@ def test_cli_prints_json_rows_from_the_kept_index(ctx, subset, settings, monkeyp
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()  # --json: stdout is the JSON alone (progress goes to stderr)
+    assert lines, result.output
+    assert len(lines) == 1, result.stdout
+    payload = json.loads(lines[0])
     assert [r["mode"] for r in payload["rows"]] == ["dense", "fulltext", "hybrid", "hybrid+rerank"]
     assert payload["queries"] == 3 and set(METRICS) <= set(payload["rows"][2])
 

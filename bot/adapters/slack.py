@@ -332,19 +332,22 @@ class SlackAdapter:
         """The Platform read: messages after the ts (or time) `after`, oldest first, with display names;
         join/leave and other channel events left out. With `thread`: the thread's parent and replies."""
         count = 0
+        names: dict[str, str] = {}  # per read: a user whose lookup fails is asked once, not once per message
         for m in await self.raw_history(channel, after, thread=thread):
             if m.get("subtype") in NOISE or not (m.get("text") or m.get("files")):
                 continue
             if limit is not None and count >= limit:
                 return
             count += 1
-            yield await self._history_message(channel, m)
+            yield await self._history_message(channel, m, names)
 
-    async def _history_message(self, channel: str, m: dict[str, Any]) -> HistoryMessage:
+    async def _history_message(self, channel: str, m: dict[str, Any], names: dict[str, str]) -> HistoryMessage:
         user = m.get("user") or m.get("bot_id") or ""
         name = (m.get("user_profile") or {}).get("display_name") or m.get("username") or ""
         if not name and m.get("user"):
-            name = await self.user_name(m["user"])
+            if m["user"] not in names:
+                names[m["user"]] = await self.user_name(m["user"])
+            name = names[m["user"]]
         text = m.get("text") or ""
         for f in m.get("files") or []:
             text += f"\n[file: {f.get('title') or f.get('name') or 'attachment'}]"

@@ -244,7 +244,8 @@ class FakeSlack(LoopbackServer):
 
     def m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
         oldest = float(args.get("oldest") or 0)
-        msgs = [m for m in self.history.get(args.get("channel", ""), []) if float(m["ts"]) > oldest]
+        msgs = [m for m in self.history.get(args.get("channel", ""), []) if float(m["ts"]) > oldest  # as Slack:
+                and (m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast")]  # no replies
         msgs.sort(key=lambda m: float(m["ts"]), reverse=True)  # newest first, as Slack answers
         return self._page(msgs, args, "messages")
 

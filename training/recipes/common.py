@@ -32,8 +32,13 @@ def models_dir() -> Path:
 
 
 def set_threads(threads: int) -> int:
+    """Torch threads for this job (all cores it may use by default); also silences progress bars in job logs."""
+    import datasets
     import torch
+    import transformers
 
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     n = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n
