@@ -161,5 +161,23 @@ class Backend(ABC):
         return self.name
 
 
+class ServedBackend(Backend):
+    """A model server (Ollama, OpenAI-compatible): its default is the configured model, else the first listed."""
+
+    _configured: str | None = None
+    _first_listed: str | None = None
+
+    @property
+    def default_model(self) -> str:
+        """The configured model, else the first one `list_models()` saw; "" before any listing."""
+        return self._configured or self._first_listed or ""
+
+    async def resolve_default_model(self) -> str:
+        """Like `default_model`, listing the server first when nothing is configured."""
+        if not self.default_model:
+            await self.list_models()
+        return self.default_model
+
+
 def elapsed_ms(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)

@@ -23,13 +23,13 @@ from ollama import AsyncClient, ChatResponse, ResponseError
 
 from bot.errors import ModelUnavailable
 from bot.llm.base import (
-    Backend,
     ChatChunk,
     ChatMessage,
     ChatModel,
     ChatResult,
     ModelInfo,
     PullProgress,
+    ServedBackend,
     ToolCall,
     ToolSpec,
     elapsed_ms,
@@ -107,7 +107,7 @@ def _tool_calls(calls: Any, start: int = 0) -> list[ToolCall]:
     ]
 
 
-class OllamaBackend(Backend):
+class OllamaBackend(ServedBackend):
     """An Ollama server: list, show and pull models, and chat with them."""
 
     name = "ollama"
@@ -256,17 +256,6 @@ class OllamaBackend(Backend):
 
     def model(self, name: str) -> OllamaChatModel:
         return OllamaChatModel(self, name)
-
-    @property
-    def default_model(self) -> str:
-        """The configured model, else the first one `list_models()` saw; "" before any listing."""
-        return self._configured or self._first_listed or ""
-
-    async def resolve_default_model(self) -> str:
-        """Like `default_model`, listing the server first when nothing is configured."""
-        if not self.default_model:
-            await self.list_models()
-        return self.default_model
 
     def describe(self) -> str:
         return f"ollama at {self.host}"

@@ -21,12 +21,12 @@ import httpx
 
 from bot.errors import ModelUnavailable
 from bot.llm.base import (
-    Backend,
     ChatChunk,
     ChatMessage,
     ChatModel,
     ChatResult,
     ModelInfo,
+    ServedBackend,
     ToolCall,
     ToolSpec,
     elapsed_ms,
@@ -80,7 +80,7 @@ def parse_arguments(raw: Any) -> dict[str, Any] | str:
     return value if isinstance(value, dict) else str(raw)
 
 
-class OpenAICompatBackend(Backend):
+class OpenAICompatBackend(ServedBackend):
     """Any server speaking /models and /chat/completions; it cannot pull models, only serve them."""
 
     name = "openai"
@@ -188,17 +188,6 @@ class OpenAICompatBackend(Backend):
 
     def model(self, name: str) -> OpenAICompatChatModel:
         return OpenAICompatChatModel(self, name)
-
-    @property
-    def default_model(self) -> str:
-        """The configured model, else the first one `list_models()` saw; "" before any listing."""
-        return self._configured or self._first_listed or ""
-
-    async def resolve_default_model(self) -> str:
-        """Like `default_model`, listing the server first when nothing is configured."""
-        if not self.default_model:
-            await self.list_models()
-        return self.default_model
 
     def describe(self) -> str:
         return f"openai-compatible at {self.shown_url}"
