@@ -30,7 +30,7 @@ WARMUP = 5
 
 async def latency(ctx: Any, data: Any, modes: tuple[str, ...] = ("hybrid", "dense", "fulltext")) -> dict[str, Any]:
     from knowledge.eval import audience, percentiles
-    from knowledge.retrieve import search
+    from knowledge.retrieve import embed_query, search
     from knowledge.sync import embedder_for
 
     emb, aud, out = embedder_for(ctx), audience(data.name), {}
@@ -39,7 +39,7 @@ async def latency(ctx: Any, data: Any, modes: tuple[str, ...] = ("hybrid", "dens
         embed_ms, sql_ms, total_ms = [], [], []
         for i, query in enumerate(queries[:WARMUP] + queries):
             t0 = time.perf_counter()
-            vector = None if mode == "fulltext" else (await emb.aencode([query]))[0]
+            vector = None if mode == "fulltext" else await embed_query(emb, query)
             t1 = time.perf_counter()
             async with ctx.db() as session:
                 await search(session, query, aud, k=10, mode=mode, query_vector=vector)

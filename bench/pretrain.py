@@ -41,14 +41,27 @@ def main() -> None:
               "lr": "1e-3", "min_lr": "1e-4", "warmup_steps": "100", "beta2": "0.99", "eval_every": "250",
               "eval_iters": "20", "checkpoint_every": "0", "log_every": "100", "threads": str(args.threads),
               "sample_tokens": "200"}
-    ctx = LocalRunContext(config=validate("pretrain", params), workdir=Path(tempfile.mkdtemp(prefix="bench-pt-")))
+    start = time.perf_counter()
+
+    class Timed(LocalRunContext):
+        """Stamps each val-loss metric with the seconds since the start (time to reach the target)."""
+
+        def emit(self, kind: str, **data: object) -> None:
+            super().emit(kind, **data, at_s=round(time.perf_counter() - start, 1))
+
+    ctx = Timed(config=validate("pretrain", params), workdir=Path(tempfile.mkdtemp(prefix="bench-pt-")))
     start_machine = machine()
     print(f"load {start_machine['load_avg']}", flush=True)
     start = time.perf_counter()
     metrics = get("pretrain").run(ctx)
     wall = time.perf_counter() - start
+    stamps = {m["step"]: m["at_s"] for m in ctx.of("metric") if m["name"] == "val_loss"}
     for e in metrics["evals"]:
-        print(f"step {e['step']:>5}: train {e['train_loss']:.4f}  val {e['val_loss']:.4f}")
+        at = stamps.get(e["step"])
+        print(f"step {e['step']:>5}: train {e['train_loss']:.4f}  val {e['val_loss']:.4f}  at {at} s")
+    reached = next(({"step": e["step"], "at_s": stamps.get(e["step"])} for e in metrics["evals"]
+                    if e["val_loss"] <= TARGET_LOSS), None)
+    print(f"first eval at val <= {TARGET_LOSS}: {reached}")
     passed = metrics["val_loss"] <= TARGET_LOSS and wall <= TARGET_WALL_S
     rows = [("nanoGPT (reference, issue)", f"{TARGET_LOSS:.3f}", f"{TARGET_WALL_S:.0f}", f"~{NANOGPT_TOKENS_S:,}"),
             ("ladder pretrain (llama)", f"{metrics['val_loss']:.3f}", f"{wall:.0f}",
@@ -58,7 +71,8 @@ def main() -> None:
     print(f"target val <= {TARGET_LOSS} in <= {TARGET_WALL_S:.0f} s: {'PASS' if passed else 'FAIL'}")
     result = {"benchmark": "pretrain", "args": vars(args), "val_loss": metrics["val_loss"], "wall_s": wall,
               "train_loop_wall_s": metrics["wall_s"], "tokens_per_s": metrics["tokens_per_s"],
-              "params": metrics["params"], "evals": metrics["evals"], "sample": metrics["sample"], "pass": passed,
+              "params": metrics["params"], "evals": metrics["evals"], "target_reached": reached,
+              "sample": metrics["sample"], "pass": passed,
               "target": {"val_loss": TARGET_LOSS, "wall_s": TARGET_WALL_S}, "machine_start": start_machine,
               "machine_end": machine()}
     print("wrote", save("pretrain" if args.steps == 2000 else "pretrain_reduced", result))

@@ -251,4 +251,4 @@ def generate_sample(model: Any, tok: Any, prompt: Any, n: int) -> str:
     with torch.no_grad():
         ids = model.generate(prompt[None, :], max_new_tokens=n, do_sample=True, top_k=50, temperature=0.8,
                              pad_token_id=tok.pad_token_id)
-    return tok.decode(ids[0, prompt.numel():].tolist())
+    return tok.decode(ids[0, prompt.numel():].tolist(), skip_special_tokens=True)
