@@ -20,12 +20,12 @@ from knowledge import admin
 from knowledge.sources.chat import platform_services
 from knowledge.sync import Progress, SyncReport, embedder_for, sync_all, sync_source
 
-ADMIN_SUBCOMMANDS = {"add", "remove"}
+ADMIN_SUBCOMMANDS = {"add", "remove", "status"}  # status shows per-source counts and errors
 
 
 @command("sources", help="Knowledge sources: list, add, remove, status",
          usage='/sources list | status [NAME] | add NAME kind=KIND path=... [schedule="0 * * * *"] | remove NAME',
-         subcommands={"list": "sources with document and chunk counts", "status": "[NAME]: last sync, errors",
+         subcommands={"list": "sources with document and chunk counts", "status": "[NAME]: last sync, errors (admin)",
                       "add": "NAME kind=folder|slack_export|web|... (admin)", "remove": "NAME (admin)"},
          free_text=True)
 async def sources(msg: Incoming, ctx: Context) -> Reply:
@@ -36,7 +36,7 @@ async def sources(msg: Incoming, ctx: Context) -> Reply:
         if not msg.is_admin:
             raise UserError(f"/sources {sub} is for admins only; ask a workspace admin to run it.")
     if sub == "list":
-        return Reply(text=await admin.list_text(ctx))
+        return Reply(text=await admin.list_text(ctx, with_counts=msg.is_admin))
     if sub == "status":
         return Reply(text=await admin.status_text(ctx, rest[0] if rest else None))
     if not rest or "=" in rest[0]:

@@ -104,11 +104,14 @@ def describe(source: Source) -> str:
     return f"{source.name} ({source.kind}: {where}{sched})"
 
 
-async def list_text(ctx: Any) -> str:
+async def list_text(ctx: Any, *, with_counts: bool = True) -> str:
+    """Counts only for admins: how much a private channel holds is itself private."""
     rows = await source_rows(ctx)
     if not rows:
         return ("No knowledge sources yet. Add one, e.g. /sources add docs kind=folder path=docs "
                 f"(kinds: {', '.join(kinds())}).")
+    if not with_counts:
+        return "\n".join(f"• {describe(r['source'])}" for r in rows)
     return "\n".join(f"• {describe(r['source'])}: {r['docs']} documents, {r['chunks']} chunks" for r in rows)
 
 

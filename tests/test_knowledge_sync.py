@@ -105,7 +105,8 @@ async def test_bad_pdfs_are_skipped_and_shown_in_status(ctx, embedder, tmp_path:
     report = await sync_source(ctx.db, "pdfs", embedder=embedder)
     assert report.added == 2
     assert {s["document"] for s in report.skipped} == {"corrupt.pdf", "locked.pdf"}
-    status = (await bot.push("/sources status pdfs", is_admin=False)).text
+    assert "admins only" in (await bot.push("/sources status pdfs", is_admin=False)).text
+    status = (await bot.push("/sources status pdfs")).text
     assert "skipped corrupt.pdf: corrupt PDF" in status and "skipped locked.pdf" in status
     assert "reranker" in status
     async with ctx.db() as s:
@@ -242,7 +243,9 @@ async def test_sources_commands(ctx, bot, tmp_path: Path):
     assert dup.error and "already exists" in dup.text
     assert (await bot.push("/sources add x kind=ftp path=/")).error
     assert "Bad cron" in (await bot.push(f"/sources add y kind=folder path={folder} schedule=nope")).text
-    assert "team (folder" in (await bot.push("/sources list", is_admin=False)).text
+    listed = (await bot.push("/sources list", is_admin=False)).text
+    assert "team (folder" in listed and "documents" not in listed  # counts are for admins only
+    assert "documents" in (await bot.push("/sources list")).text
     gone = await bot.push("/sources remove team")
     assert "Removed source team" in gone.text
     assert "team" not in (await bot.push("/sources list")).text
