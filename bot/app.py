@@ -124,6 +124,14 @@ async def run_platforms(settings: Settings, *, http_port: int | None = None) -> 
 
 
 async def close(ctx: Context) -> None:
+    """Stop background tasks (notifier, ...) and the scheduler before the engine goes away."""
+    from bot import scheduler
+
+    tasks = [t for t in ctx.services.values() if isinstance(t, asyncio.Task) and not t.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    scheduler.shutdown(ctx)
     engine = ctx.services.get("engine")
     if engine is not None:
         await engine.dispose()

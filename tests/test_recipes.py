@@ -40,7 +40,8 @@ def lora_params(data: Path, **extra: str) -> dict[str, str]:
 # -- validation ---------------------------------------------------------------------------------------
 
 def test_every_recipe_is_registered():
-    assert names() == ["distill", "dpo", "lora", "pretrain", "qlora", "sft"]
+    # other test modules may register test-only recipes (e.g. `count`) in the same process
+    assert {"distill", "dpo", "lora", "pretrain", "qlora", "sft"} <= set(names())
 
 
 @pytest.mark.parametrize(("params", "message"), [
