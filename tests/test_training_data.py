@@ -120,6 +120,10 @@ def test_thread_pairs_from_lines_and_meta():
     meta = {"messages": [{"user": "U1", "text": "Where is the wiki?"}, {"user": "U2", "text": "wiki.example"}]}
     assert data.thread_pair("", meta).response == "wiki.example"
     assert data.thread_pair("alice: anyone?") is None
+    # the line format the Slack/Discord sources write: "[YYYY-MM-DD HH:MM] who: text", meta["messages"] a count
+    synced = data.thread_pair("[2024-01-01 12:00] ann: how do I deploy?\n[2024-01-01 12:05] bob: make deploy",
+                              {"messages": 2, "channel": "C1"})
+    assert (synced.prompt[-1]["content"], synced.response) == ("how do I deploy?", "make deploy")
 
 
 def test_knowledge_base_documents_and_threads(database_url):

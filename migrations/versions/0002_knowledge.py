@@ -5,10 +5,10 @@ Revises: 0001
 Create Date: 2026-12-04 22:00:18.966022
 """
 
-from alembic import op
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from alembic import op
 from pgvector.sqlalchemy import VECTOR
+from sqlalchemy.dialects import postgresql
 
 revision = '0002'
 down_revision = '0001'
