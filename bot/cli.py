@@ -113,7 +113,9 @@ def ask(
 ) -> None:
     """Answer one question and exit (scriptable)."""
     options = {k: v for k, v in {"template": template, "schema": schema, "model": model}.items() if v}
-    reply = dispatch_once(question, Command("ask", args=(question,), options=options, raw=question))
+    is_slash = question.lstrip().startswith("/")  # `ladder ask "/confirm p1a2b3"` runs that command
+    reply = dispatch_once(question, None if is_slash else Command("ask", args=(question,), options=options,
+                                                                   raw=question))
     print_reply(reply, as_json)
 
 

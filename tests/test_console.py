@@ -68,6 +68,11 @@ def test_ask_json_output(env):
     assert (data["model"], data["backend"]) == ("llama3.1:8b", "ollama") and data["completion_tokens"] > 0
 
 
+def test_ask_runs_slash_commands(env):
+    out = run(["ask", "/explain perplexity"], env)
+    assert out.returncode == 0 and "exponential of the average negative log-likelihood" in out.stdout
+
+
 def test_models_info_without_a_server(env):
     env["OLLAMA_HOST"] = "http://127.0.0.1:9"
     out = run(["models", "info", "deepseek-r1:1.5b-qwen-distill-q4_K_M"], env)
