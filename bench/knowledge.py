@@ -6,6 +6,8 @@
 Ingest goes through the real sync path (connector -> chunking -> embedding -> Postgres) and reports
 docs/s, chunks/s and where the time goes. Latency is one client asking one question at a time:
 embedding the query + the one hybrid SQL statement, k=10, as answers use it (no generation).
+Baselines in the same run (bench/baselines.py): bm25s and exact numpy dense search for quality and
+latency, raw sentence-transformers encode for ingest; ratios against them. Load averages are recorded.
 Writes bench/results/knowledge-<dataset>.json and prints tables.
 """
 
@@ -64,11 +66,14 @@ def ingest_summary(report: dict[str, Any], previous: dict[str, Any] | None) -> d
             "where_s": {k: round(v, 1) for k, v in (report.get("timings") or {}).items()}, "reused": False}
 
 
-async def run(dataset: Path, keep: bool, limit: int | None) -> dict[str, Any]:
+async def run(dataset: Path, keep: bool, limit: int | None, sample: int = 2000,
+              thread_sample: int = 500) -> dict[str, Any]:
+    from bench import baselines
     from bot.app import build_context, close
     from bot.config import get_settings
     from knowledge.eval import drop_index, ensure_indexed, load_dataset, run_modes, source_name
 
+    load = {"start": baselines.load()}
     ctx = await build_context(get_settings())
     try:
         data = load_dataset(dataset, limit=limit)
@@ -82,13 +87,24 @@ async def run(dataset: Path, keep: bool, limit: int | None) -> dict[str, Any]:
         print(f"indexing {data.name} as source {source_name(data.name)} …", flush=True)
         report = await ensure_indexed(ctx, data)
         ingest = ingest_summary(report, previous)
+        load["after_ingest"] = baselines.load()
         lat = await latency(ctx, data)
         quality = await run_modes(ctx, data)
+        load["after_quality"] = baselines.load()
+        index = await baselines.stored_index(ctx, source_name(data.name))
+        base_lat = await baselines.latency(ctx, data, index)
+        lat_ratio = {m: {"total_p50": round(v["total"]["p50"] / base_lat["numpy exact dense"]["total"]["p50"], 2),
+                         "search_p50": round(v["sql"]["p50"] / base_lat["numpy exact dense"]["sql"]["p50"], 2)}
+                     for m, v in lat.items()}
+        baseline = {"quality": await baselines.quality(ctx, data, index, quality.rows),
+                    "latency_ms": base_lat, "latency_over_numpy_exact": lat_ratio,
+                    "ingest": baselines.ingest(ctx, data, index, ingest, sample, thread_sample)}
+        load["end"] = baselines.load()
         from knowledge.rerank import reranker_status
 
         result = {"dataset": data.name, "queries": len(data.queries), "ingest": ingest, "latency_ms": lat,
-                  "rows": quality.rows, "reranker": reranker_status(ctx.settings),
-                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                  "rows": quality.rows, "baselines": baseline, "reranker": reranker_status(ctx.settings),
+                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_1_5_15": load},
                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(result, indent=2) + "\n")
@@ -112,8 +128,28 @@ def print_tables(r: dict[str, Any]) -> None:
     for mode, v in r["latency_ms"].items():
         print(f"{mode:<12}{v['total']['p50']:>8}{v['total']['p95']:>8}{v['embed']['p50']:>11}"
               f"{v['sql']['p50']:>9}{v['sql']['p95']:>9}")
+    b = r.get("baselines")
+    if b:
+        for mode, v in b["latency_ms"].items():
+            print(f"{mode[:12]:<12}{v['total']['p50']:>8}{v['total']['p95']:>8}{v['embed']['p50']:>11}"
+                  f"{v['sql']['p50']:>9}{v['sql']['p95']:>9}")
+        print("latency / numpy exact dense (p50 total, p50 search): "
+              + ", ".join(f"{m} {v['total_p50']}x, {v['search_p50']}x"
+                          for m, v in b["latency_over_numpy_exact"].items()))
     print()
-    print(table(r["rows"]))
+    print(table(r["rows"] + (b["quality"]["rows"] if b else [])))
+    if b:
+        q, ing = b["quality"], b["ingest"]
+        print(f"hybrid / best baseline: {q['hybrid_over_best']}  (bm25s stemmer: {q['bm25']['stemmer']})")
+        raw = ing["raw_encode"]
+        print(f"raw model.encode: {raw['chunks_per_s']} chunks/s on {raw['chunks']} chunks ({raw['threads']} threads); "
+              f"Ladder ingest / raw = {ing.get('ladder_over_raw')}; raw model share of ingest time "
+              f"= {ing.get('raw_model_share_of_ingest')}")
+        print("batch encode by threads: " + ", ".join(f"{t['threads']}: {t['chunks_per_s']} chunks/s"
+                                                     for t in ing["batch_encode_by_threads"]))
+        print("single query by threads: " + ", ".join(f"{t['threads']}: p50 {t['p50']} ms, p95 {t['p95']} ms"
+                                                     for t in ing["single_query_by_threads"]))
+        print(f"load average (1, 5, 15 min): {r['machine'].get('loadavg_1_5_15')}")
     print(r["reranker"])
 
 
@@ -122,8 +158,10 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--keep", action="store_true", help="reuse an indexed copy of the dataset")
     parser.add_argument("--limit", type=int, default=None, help="only the first N queries")
+    parser.add_argument("--sample", type=int, default=2000, help="chunks for the raw model.encode baseline")
+    parser.add_argument("--thread-sample", type=int, default=500, help="chunks per torch thread count (1, 2)")
     args = parser.parse_args()
-    asyncio.run(run(args.dataset, args.keep, args.limit))
+    asyncio.run(run(args.dataset, args.keep, args.limit, args.sample, args.thread_sample))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from bot.context import Context  # noqa: E402
 from bot.messages import Incoming, Reply  # noqa: E402
 from bot.router import Router  # noqa: E402
 
+# ../shared/datasets beside the repository (CI lays a copy there); LADDER_SHARED_DATASETS overrides.
+DATASETS = Path(os.environ.get("LADDER_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+
 # The converted embedded model is shared by every test run on the machine (conversion takes ~20 s once).
 MODELS_DIR = Path(os.environ.get("LADDER_TEST_MODELS_DIR", Path.home() / ".cache" / "ladder-tests" / "models"))
 

@@ -24,8 +24,9 @@ from knowledge.eval import (
     source_name,
     table,
 )
+from tests.conftest import DATASETS
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
+SCIFACT = DATASETS / "scifact"
 N_QUERIES, N_DOCS = 20, 100
 
 

@@ -13,11 +13,8 @@ import pytest
 from bot.errors import UserError
 from knowledge.sources import Found, SourceInfo, kinds, make_connector
 from knowledge.sources.text import decode_pieces
+from tests.conftest import DATASETS  # noqa: E402
 from tests.fakes.web_server import FakeWeb
-
-DATASETS = Path("/work/shared/datasets")
-if not DATASETS.exists():
-    DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def text_pdf(text: str) -> bytes:

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import UserError
+from tests.conftest import DATASETS as SHARED  # noqa: E402
 from training import data
-
-SHARED = Path("/work/shared/datasets")
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
