@@ -88,10 +88,11 @@ async def connect_platform(ctx: Context, name: str) -> tuple[Any, Callable[[], A
     raise UserError(f"No adapter for platform '{name}'.")
 
 
-async def run_platforms(settings: Settings, *, http_port: int | None = None) -> None:
+async def run_platforms(settings: Settings, *, http_port: int | None = None) -> bool:
     """`ladder run`: every configured adapter, the scheduler and the notifier in one asyncio loop.
 
     An adapter that fails (bad token, missing intent) is logged and the others keep running.
+    Returns False when every adapter failed, so the process can exit non-zero.
     """
     from bot import scheduler
 
@@ -118,8 +119,8 @@ async def run_platforms(settings: Settings, *, http_port: int | None = None) -> 
         for adapter, result in zip(adapters, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("%s adapter stopped: %s", adapter.name, result)
+        return not all(isinstance(r, BaseException) for r in results)
     finally:
-        scheduler.shutdown(ctx)
         await close(ctx)
 
 

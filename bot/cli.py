@@ -126,7 +126,8 @@ def run_bot(http_port: int | None = typer.Option(None, help="Serve Slack over HT
     from bot.app import configured_adapters, run_platforms
 
     if configured_adapters(get_settings()):
-        run_async(lambda s: run_platforms(s, http_port=http_port))
+        if not run_async(lambda s: run_platforms(s, http_port=http_port)):
+            raise typer.Exit(1)  # every adapter failed; each said why in the log
         return
     typer.echo("No chat platform is configured. Set SLACK_BOT_TOKEN + SLACK_APP_TOKEN (or "
                "SLACK_SIGNING_SECRET) or DISCORD_TOKEN, or use `ladder chat` for the terminal.")

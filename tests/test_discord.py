@@ -381,6 +381,23 @@ async def test_ladder_run_connects_with_discord_token(tmp_path, database_url, ol
     assert TOKEN not in out
 
 
+async def test_ladder_run_exits_non_zero_when_its_only_adapter_lacks_the_intent(tmp_path, database_url, ollama):
+    fake = FakeDiscord()
+    fake.close_on_identify = 4014
+    await fake.start()
+    env = dict(os.environ, DISCORD_TOKEN=TOKEN, DISCORD_API_URL=fake.api_url, DATABASE_URL=database_url,
+               LADDER_DATA_DIR=str(tmp_path), LLM_BACKEND="ollama", OLLAMA_HOST=ollama.url, LLM_MODEL=MODEL,
+               SLACK_BOT_TOKEN="")
+    try:
+        proc = await asyncio.create_subprocess_exec(str(Path(sys.executable).parent / "ladder"), "run", env=env,
+                                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
+    finally:
+        await fake.stop()
+    assert proc.returncode == 1 and "Message Content Intent" in out
+    assert "Traceback" not in out and TOKEN not in out
+
+
 def test_split_keeps_code_blocks_whole_and_reopens_oversized_ones():
     block = "```py\n" + "\n".join(f"line {i}" for i in range(400)) + "\n```"
     chunks = render.split_message("intro\n\n" + block + "\n\noutro")
