@@ -99,3 +99,12 @@ def test_deploy_plan_and_ollama_modelfile(tmp_path):
         export.ollama_modelfile_for(tmp_path, "x")
     with pytest.raises(UserError, match=r"No LoRA adapter"):
         export.merge_adapter(tmp_path / "model", tmp_path / "nothing", tmp_path / "out")
+
+
+def test_smoothed_loss_follows_the_trend_without_lagging_at_the_start():
+    from training.report import smooth
+
+    noisy = [2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0]
+    smoothed = smooth(noisy)
+    assert smoothed[0] == 2.0  # bias-corrected: not pulled towards zero
+    assert max(smoothed[3:]) - min(smoothed[3:]) < 0.5 < max(noisy) - min(noisy)

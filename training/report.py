@@ -18,13 +18,18 @@ def loss_curve(history: list[dict[str, Any]], path: Path, evals: list[dict[str, 
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6, 3.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     steps = [h["step"] for h in history]
-    ax.plot(steps, [h["loss"] for h in history], label="train loss", linewidth=1.2)
+    losses = [h["loss"] for h in history]
+    ax.plot(steps, losses, label="train loss", linewidth=1.0, alpha=0.45 if len(losses) >= 8 else 1.0)
+    if len(losses) >= 8:  # per-step loss is noisy with small batches; the trend is what people look for
+        ax.plot(steps, smooth(losses), label="train loss (smoothed)", linewidth=2.0)
     if evals:
         ax.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o-", label="val loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
@@ -34,6 +39,19 @@ def loss_curve(history: list[dict[str, Any]], path: Path, evals: list[dict[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+def smooth(values: list[float], weight: float = 0.8) -> list[float]:
+    """Exponential moving average, bias-corrected so the first points are not pulled towards zero.
+
+    >>> [round(v, 2) for v in smooth([1.0, 1.0, 4.0])]
+    [1.0, 1.0, 2.23]
+    """
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**i))
+    return out
 
 
 def fmt(value: Any) -> str:
