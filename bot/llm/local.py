@@ -60,7 +60,7 @@ def convert_gguf(target: Path, source: Path | None = None) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = source or gguf_path()
-        log.info("converting %s to %s (first start only)", source.name, target)
+        log.warning("Preparing the embedded model (first start only, about 20 s): %s -> %s", source.name, target)
         tok = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
         config = loaded.config
