@@ -63,6 +63,7 @@ class Tuning:
     exact_threshold: int = 2000  # at most this many authorised chunks: exact vector scan (no index)
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    common_df: float = 0.05  # terms in more than this share of chunks score candidates but do not find them
     rerank_depth: int = 30
 
 
@@ -134,7 +135,7 @@ async def search(session: AsyncSession, query: str, audience: Audience, *, k: in
     depth = max(k, tune.rerank_depth) if use_rerank else k
     params: dict[str, Any] = {"p": list(audience.principals), "qt": query, "k": depth, "rrf": tune.rrf_k,
                               "kd": max(depth, tune.k_dense), "kt": max(depth, tune.k_text),
-                              "thr": tune.exact_threshold, "k1": tune.bm25_k1, "b": tune.bm25_b,
+                              "thr": tune.exact_threshold, "k1": tune.bm25_k1, "b": tune.bm25_b, "cdf": tune.common_df,
                               "strict": is_strict(query)}
     if mode != "fulltext":
         if query_vector is None:
@@ -221,15 +222,24 @@ def _text_ctes() -> list[str]:
         "GREATEST(coalesce(sum(lexemes)::float8 / NULLIF(sum(chunks), 0), 1), 1) AS avgdl "
         "FROM principal_stats WHERE principal = ANY(CAST(:p AS text[])))",
         "qlex AS MATERIALIZED (SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('english', :qt))) AS lex)",
-        "terms AS MATERIALIZED (SELECT l.lex, quote_literal(l.lex)::tsquery AS tq, "
+        "terms AS MATERIALIZED (SELECT l.lex, quote_literal(l.lex)::tsquery AS tq, coalesce(d.df, 0) AS df, "
         "ln(1 + (GREATEST(st.n - coalesce(d.df, 0), 0) + 0.5) / (coalesce(d.df, 0) + 0.5)) AS idf "
         "FROM qlex l CROSS JOIN st LEFT JOIN (SELECT lexeme, sum(df) AS df FROM term_stats "
         "WHERE principal = ANY(CAST(:p AS text[])) AND lexeme IN (SELECT lex FROM qlex) GROUP BY lexeme) d "
         "ON d.lexeme = l.lex)",
+        # very common terms (in more than common_df of the audience's chunks; never the rarest query term) do
+        # not find candidates: they only score chunks that also hold a rarer term (one GIN scan, both quals)
+        "gen AS MATERIALIZED (SELECT CAST(string_agg(quote_literal(lex), ' | ') AS tsquery) AS tq, "
+        "GREATEST(:cdf * (SELECT n FROM st), (SELECT min(df) FROM terms WHERE df > 0)) AS cut FROM terms "
+        "WHERE df <= GREATEST(:cdf * (SELECT n FROM st), (SELECT min(df) FROM terms WHERE df > 0)))",
         # one ts_rank per (chunk, term): the saturating term count; OFFSET 0 keeps it from being computed twice
         "text_hits AS (SELECT id, sum(idf * tf * (:k1 + 1) / (tf + :k1 * (1 - :b + :b * dl / (SELECT avgdl FROM st)))) "
         f"AS bm25 FROM (SELECT c.id, t.idf, ts_rank(c.tsv, t.tq, 0) * {TF_ONE} AS tf, length(c.tsv) AS dl "
-        "FROM terms t JOIN chunks c ON c.tsv @@ t.tq WHERE c.acl && CAST(:p AS varchar[]) "
+        "FROM terms t JOIN chunks c ON c.tsv @@ t.tq WHERE t.df <= (SELECT cut FROM gen) "
+        "AND c.acl && CAST(:p AS varchar[]) AND (NOT :strict OR c.tsv @@ (SELECT wq FROM q)) "
+        f"UNION ALL SELECT c.id, t.idf, ts_rank(c.tsv, t.tq, 0) * {TF_ONE} AS tf, length(c.tsv) AS dl "
+        "FROM terms t JOIN chunks c ON c.tsv @@ t.tq AND c.tsv @@ (SELECT tq FROM gen) "
+        "WHERE t.df > (SELECT cut FROM gen) AND c.acl && CAST(:p AS varchar[]) "
         "AND (NOT :strict OR c.tsv @@ (SELECT wq FROM q)) OFFSET 0) x GROUP BY id ORDER BY bm25 DESC, id LIMIT :kt)",
     ]
 
