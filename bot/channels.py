@@ -8,6 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.llm.base import ChatModel
+from bot.llm.hub import ModelHub
 from bot.messages import Incoming
 from bot.models import ChannelSettings
 
@@ -29,3 +31,10 @@ async def update(db: async_sessionmaker[AsyncSession], msg: Incoming, **values: 
     stmt = stmt.on_conflict_do_update(constraint="uq_channel_settings_platform", set_=values)
     async with db() as session, session.begin():
         await session.execute(stmt)
+
+
+async def chat_model(models: ModelHub, chan: ChannelSettings, override: str | None = None) -> ChatModel:
+    """The model that answers in this channel (or `override`, on the default backend), ready to budget for."""
+    model = await models.model_for(override or chan.model, None if override else chan.backend)
+    await model.prepare()
+    return model

@@ -269,15 +269,6 @@ def finish(run: Run, text: str, result: Any) -> Reply:
     return reply.with_footer(footer)
 
 
-async def model_for(msg: Incoming, ctx: Context, name: str | None = None) -> ChatModel:
-    chan = await channels.load(ctx.db, msg)
-    model = await ctx.models.model_for(name or chan.model, None if name else chan.backend)
-    for warm in ("learn", "ensure_loaded"):  # learn the window and tool support before deciding
-        if hasattr(model, warm):
-            await getattr(model, warm)()
-    return model
-
-
 async def wants_agent(msg: Incoming, ctx: Context, model: ChatModel) -> bool:
     """Whether a plain question should go through the agent: the channel's model calls tools natively."""
     return ctx.settings.agent_in_ask and model.supports_tools
@@ -289,19 +280,13 @@ async def agent(msg: Incoming, ctx: Context) -> AsyncIterator[Reply]:
     task = msg.body.strip()
     if not task:
         raise UserError("Tell me what to do: /agent TASK, e.g. /agent summarise this channel's last 3 days.")
-    model = await model_for(msg, ctx)
+    model = await channels.chat_model(ctx.models, await channels.load(ctx.db, msg))
     yield Reply(text="Working on it…", partial=True, thread=msg.thread)
     yield await run_agent(msg, ctx, task, model)
 
 
-async def answer_with_tools(msg: Incoming, ctx: Context, question: str, model_name: str | None = None) -> Reply | None:
-    """For `/ask` and mentions: the agent's reply when the channel's model calls tools natively, else None."""
-    if not ctx.settings.agent_in_ask:
-        return None
-    chan = await channels.load(ctx.db, msg)
-    model = await ctx.models.model_for(model_name or chan.model, None if model_name else chan.backend)
-    if hasattr(model, "learn"):
-        await model.learn()
+async def answer_with_tools(msg: Incoming, ctx: Context, question: str, model: ChatModel) -> Reply | None:
+    """For `/ask` and mentions: the agent's reply when the channel's (prepared) model calls tools natively."""
     if not await wants_agent(msg, ctx, model):
         return None
     return await run_agent(msg, ctx, question, model)

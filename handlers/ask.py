@@ -19,7 +19,7 @@ from bot.context import Context
 from bot.errors import UserError
 from bot.llm.base import ChatMessage, ChatModel, ChatResult
 from bot.messages import Incoming, Reply, Usage
-from bot.models import Turn
+from bot.models import ChannelSettings, Turn
 from bot.prompts import TEMPLATES, build_system, few_shot_messages, json_retry_message, parse_json_reply
 from bot.router import command
 
@@ -36,31 +36,31 @@ async def ask(msg: Incoming, ctx: Context) -> AsyncIterator[Reply]:
     question = msg.body.strip()
     if not question:
         raise UserError("Ask me something: /ask QUESTION. Type /help for commands.")
+    chan = await channels.load(ctx.db, msg)
+    model = await channels.chat_model(ctx.models, chan, opts.get("model"))
     if not opts.get("template"):  # tools when the channel's model calls them natively (handlers/agent.py)
         from handlers.agent import answer_with_tools
 
-        if (tool_reply := await answer_with_tools(msg, ctx, question, opts.get("model"))) is not None:
+        if (tool_reply := await answer_with_tools(msg, ctx, question, model)) is not None:
             yield tool_reply
             return
-    if not opts.get("template"):  # the knowledge base, for what the reply's audience may read (knowledge/rag.py)
+        # the knowledge base, for what the reply's audience may read (knowledge/rag.py)
         from knowledge.rag import rag_audience, rag_reply
 
-        if (audience := await rag_audience(ctx, msg)) is not None:
-            yield await rag_reply(ctx, msg, question, audience, model_name=opts.get("model"))
+        if (audience := await rag_audience(ctx, msg, chan)) is not None:
+            yield await rag_reply(ctx, msg, question, audience, model)
             return
     async for reply in answer(msg, ctx, question, template=opts.get("template"),
-                              schema_text=opts.get("schema"), model_name=opts.get("model")):
+                              schema_text=opts.get("schema"), chan=chan, model=model):
         yield reply
 
 
 async def answer(msg: Incoming, ctx: Context, question: str, *, template: str | None = None,
-                 schema_text: str | None = None, model_name: str | None = None,
-                 extra_system: str | None = None) -> AsyncIterator[Reply]:
+                 schema_text: str | None = None, extra_system: str | None = None,
+                 chan: ChannelSettings | None = None, model: ChatModel | None = None) -> AsyncIterator[Reply]:
     """Answer `question` in the message's conversation; streams partial replies, saves the turns."""
-    chan = await channels.load(ctx.db, msg)
-    model = await ctx.models.model_for(model_name or chan.model, None if model_name else chan.backend)
-    if hasattr(model, "ensure_loaded"):
-        await model.ensure_loaded()
+    chan = chan or await channels.load(ctx.db, msg)
+    model = model or await channels.chat_model(ctx.models, chan)
     schema = _schema(schema_text) if template == "json" else None
     system = build_system(chan.persona, template, schema)
     if extra_system:

@@ -57,8 +57,7 @@ async def tokenize(msg: Incoming, ctx: Context) -> Reply:
     text = msg.body
     if not text.strip():
         raise UserError("Give me some text: /tokenize TEXT")
-    chan = await channels.load(ctx.db, msg)
-    model = await ctx.models.model_for(chan.model, chan.backend)
+    model = await channels.chat_model(ctx.models, await channels.load(ctx.db, msg))
     pairs = await model.tokenize(text)
     note = ""
     if pairs is None:  # a served model without a tokenizer endpoint: use the embedded one, and say so

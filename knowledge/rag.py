@@ -1,8 +1,8 @@
 """Questions answered from the knowledge base, for the reply's audience: the glue `/ask` calls.
 
-    audience = await rag_audience(ctx, msg)        # None: RAG off here, or nothing the audience may read
+    audience = await rag_audience(ctx, msg, chan)  # None: RAG off here, or nothing the audience may read
     if audience is not None:
-        reply = await rag_reply(ctx, msg, question, audience)
+        reply = await rag_reply(ctx, msg, question, audience, model)
 
 The audience is decided by who will see the reply (`knowledge.acl`): a DM may use what the asker may
 read; a channel only what every member may read. When membership could not be determined the answer uses
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot import channels, memory
-from bot.llm.base import ChatMessage
+from bot import memory
+from bot.llm.base import ChatMessage, ChatModel
 from bot.messages import Incoming, Reply
-from bot.models import Turn
+from bot.models import ChannelSettings, Turn
 from knowledge.acl import Audience, audience_for
 from knowledge.answer import answer_question
 from knowledge.rerank import get_reranker
@@ -31,9 +31,8 @@ def embedder(ctx: Any) -> Any:
     return embedder_for(ctx)
 
 
-async def rag_audience(ctx: Any, msg: Incoming) -> Audience | None:
+async def rag_audience(ctx: Any, msg: Incoming, chan: ChannelSettings) -> Audience | None:
     """The audience to answer for, when this channel uses the knowledge base and it has something for them."""
-    chan = await channels.load(ctx.db, msg)
     if not chan.rag_enabled:
         return None
     audience = await audience_for(ctx, msg, private_reply=msg.is_dm)
@@ -49,16 +48,12 @@ async def retrieve(ctx: Any, query: str, audience: Audience, *, k: int, mode: st
                             reranker=get_reranker(ctx))
 
 
-async def rag_reply(ctx: Any, msg: Incoming, question: str, audience: Audience, *,
-                    model_name: str | None = None, strategy: str = "auto") -> Reply:
-    """Retrieve for the audience, answer with citations, remember the turn in the thread."""
+async def rag_reply(ctx: Any, msg: Incoming, question: str, audience: Audience, model: ChatModel, *,
+                    strategy: str = "auto") -> Reply:
+    """Retrieve for the audience, answer with citations, remember the turn in the thread.
+
+    `model` is the channel's, prepared (`bot.channels.chat_model`)."""
     settings = ctx.settings
-    chan = await channels.load(ctx.db, msg)
-    model = await ctx.models.model_for(model_name or chan.model, None if model_name else chan.backend)
-    if hasattr(model, "ensure_loaded"):
-        await model.ensure_loaded()
-    if hasattr(model, "learn"):  # Ollama: read the real context window once
-        await model.learn()
     hits = await retrieve(ctx, question, audience, k=settings.rag_top_k)
     conv = await memory.conversation_id(ctx.db, msg)
     past = memory.trim_to_budget(await memory.history(ctx.db, conv), model.context_length // HISTORY_SHARE)

@@ -118,6 +118,10 @@ class ChatModel(ABC):
         result = await self.chat(messages, max_tokens=max_tokens, temperature=temperature)
         yield ChatChunk(delta=result.text, done=True, result=result)
 
+    async def prepare(self) -> None:
+        """Get ready before a prompt is budgeted: load weights, learn the real context window. Idempotent."""
+        return None
+
     def count_tokens(self, text: str) -> int:
         """Token estimate used to trim history; backends with a tokenizer override it."""
         return max(1, len(text) // 4)

@@ -117,6 +117,8 @@ class LocalChatModel(ChatModel):
         if self._model is None:
             await asyncio.to_thread(self.load)
 
+    prepare = ensure_loaded
+
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is None:
             return super().count_tokens(text)

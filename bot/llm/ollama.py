@@ -288,6 +288,8 @@ class OllamaChatModel(ChatModel):
         self.context_length = self.owner._contexts.get(self.name, self.context_length)
         self.supports_tools = self.owner._tools.get(self.name, self.supports_tools)
 
+    prepare = learn
+
     def _request(
         self,
         messages: list[ChatMessage],

@@ -230,6 +230,8 @@ class OpenAICompatChatModel(ChatModel):
             return
         self.context_length = self.owner._contexts.get(self.name, self.context_length)
 
+    prepare = learn
+
     def _body(
         self,
         messages: list[ChatMessage],
