@@ -185,3 +185,18 @@ async def test_unreachable_ollama_names_the_host(tmp_path, database_url):
         assert reply.error and "http://127.0.0.1:9" in reply.text and "\n" not in reply.text
     finally:
         await close(ctx)
+
+
+async def test_first_question_after_a_restart_uses_the_real_context_window(bot: TestBot, fake: FakeOllama, settings):
+    """A fresh process must learn the model's window (400 here) before trimming, not assume 4096."""
+    from bot.app import build_context, build_router, close
+
+    for i in range(6):
+        await bot.push(f"old {i}: " + "z" * 300, channel="c-restart", thread="t")
+    fresh = await build_context(settings)
+    try:
+        await TestBot(build_router(fresh)).push("and now?", channel="c-restart", thread="t")
+    finally:
+        await close(fresh)
+    sent = contents(chats(fake)[-1])
+    assert "old 5:" in sent and "old 0:" not in sent
