@@ -78,22 +78,25 @@ def _split_block(block: str, limit: int) -> list[str]:
     if m:
         lines = lines[1:-1] if lines[-1].strip().startswith("```") else lines[1:]
     room = limit - len(opener) - len(closer) - (1 if m else 0)
-    pieces, current = [], ""
-    for line in lines:
-        while len(line) > room:  # a single huge line: hard cut
-            if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(line[:room])
-            line = line[room:]
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > room:
-            pieces.append(current)
-            candidate = line
+    cut = [line[i:i + room] for line in lines for i in range(0, max(len(line), 1), room)]  # huge lines: hard cut
+    return [f"{opener}\n{p}{closer}" if m else p for p in _pack(cut, "\n", room)]
+
+
+def _pack(parts: list[str], sep: str, limit: int) -> list[str]:
+    """Greedily join parts with `sep` into chunks of at most `limit` characters (each part fits alone).
+
+    >>> _pack(["aa", "bb", "cc"], "-", 5)
+    ['aa-bb', 'cc']
+    """
+    chunks, current = [], ""
+    for part in parts:
+        candidate = f"{current}{sep}{part}" if current else part
+        if len(candidate) > limit:
+            chunks.append(current)
+            candidate = part
         current = candidate
-    if current:
-        pieces.append(current)
-    return [f"{opener}\n{p}{closer}" if m else p for p in pieces]
+    chunks.append(current)
+    return [c for c in chunks if c]
 
 
 def split_message(text: str, limit: int = LIMIT) -> list[str]:
@@ -105,18 +108,8 @@ def split_message(text: str, limit: int = LIMIT) -> list[str]:
     """
     if len(text) <= limit:
         return [text] if text else []
-    chunks, current = [], ""
-    for block in _blocks(text):
-        parts = [block] if len(block) <= limit else _split_block(block, limit)
-        for part in parts:
-            candidate = f"{current}\n\n{part}" if current else part
-            if len(candidate) > limit:
-                chunks.append(current)
-                candidate = part
-            current = candidate
-    if current:
-        chunks.append(current)
-    return [c for c in chunks if c]
+    parts = [p for block in _blocks(text) for p in ([block] if len(block) <= limit else _split_block(block, limit))]
+    return _pack(parts, "\n\n", limit)
 
 
 def render_chunks(reply: Reply, allowlist: Iterable[str] = ()) -> list[str]:
