@@ -57,11 +57,9 @@ def _unregister():
 
 @pytest.fixture(scope="module")
 async def ollama():
-    server = FakeOllama()
-    server.add_model(MODEL, context_length=8192)
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeOllama() as server:
+        server.add_model(MODEL, context_length=8192)
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,9 @@ MODEL = "llama3.1:8b"
 
 @pytest.fixture(scope="module")
 async def fake() -> AsyncIterator[FakeOllama]:
-    server = FakeOllama()
-    server.add_model(MODEL, context_length=8192)
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeOllama() as server:
+        server.add_model(MODEL, context_length=8192)
+        yield server
 
 
 @pytest.fixture(scope="module")
