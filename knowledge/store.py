@@ -154,12 +154,18 @@ async def set_meta(session: AsyncSession, key: str, value: dict[str, Any]) -> No
     await session.execute(stmt.on_conflict_do_update(index_elements=[KnowledgeMeta.key], set_={"value": value}))
 
 
-async def check_embedding_model(session: AsyncSession, model: str, dim: int) -> None:
-    """Record the model on first use; a different model or dimension later is a clear error."""
+async def check_embedding_model(session: AsyncSession, model: str, dimension: Callable[[], int]) -> None:
+    """Record the model on first use; a different model or dimension later is a clear error.
+
+    `dimension` is asked only when the stored model name differs: reading it loads the model, which a
+    sync with nothing to embed should not pay for."""
     meta = await get_meta(session, "embedding")
+    if meta is not None and meta.get("model") == model:
+        return
+    dim = dimension()
     if meta is None:
         await set_meta(session, "embedding", {"model": model, "dim": dim})
-    elif meta.get("model") != model or meta.get("dim") != dim:
+    else:
         raise UserError(f"The knowledge index was built with the embedding model {meta.get('model')} "
                         f"(dimension {meta.get('dim')}), but the configured model is {model} (dimension {dim}). "
                         "Run `ladder reindex` to re-embed everything with the new model.")

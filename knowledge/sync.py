@@ -148,7 +148,7 @@ async def _sync_locked(db: async_sessionmaker[AsyncSession], source_id: int, emb
     async with db() as session, session.begin():
         row = await session.get(Source, source_id)
         assert row is not None
-        await store.check_embedding_model(session, model_id(embedder), embedder.dimension)
+        await store.check_embedding_model(session, model_id(embedder), lambda: embedder.dimension)
         row.status = "syncing"
         name, kind, config, cursor = row.name, row.kind, dict(row.config), dict(row.cursor or {})
         info = SourceInfo(name=row.name, platform=row.platform, workspace=row.workspace)

@@ -315,3 +315,15 @@ async def test_slack_exports_import_with_threads_and_private_acl(ctx, embedder, 
     assert [(d[0], d[2]) for d in docs] == [("C1/2024-01-02", "['public']"),
                                             ("G9/thread/1704200000.000200", "['channel:slack:G9']")]
     assert [c[4] for c in chunks if c[0].startswith("G9")] == ["['channel:slack:G9']"]
+
+
+async def test_unchanged_sync_does_not_load_the_embedding_model(ctx, embedder, tmp_path: Path):
+    folder = tmp_path / "still"
+    folder.mkdir()
+    (folder / "a.md").write_text("# Still\n\nnothing changes here")
+    await admin.add_source(ctx, "still", kind="folder", config={"path": str(folder)})
+    await sync_source(ctx.db, "still", embedder=embedder)
+    cold = Embedder.default(ctx.settings.embedding_model)
+    report = await sync_source(ctx.db, "still", embedder=cold)
+    assert report.unchanged == 1 and report.chunks_embedded == 0
+    assert cold._model is None  # nothing to embed: the model was never loaded
