@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.audit import audit
 from bot.commands import CommandSpec
@@ -21,14 +22,20 @@ from bot.router import Next
 log = logging.getLogger(__name__)
 
 
+async def claim_delivery(db: async_sessionmaker[AsyncSession], platform: str, key: str) -> bool:
+    """True only for the first delivery of `key`: the insert can succeed only once, even concurrently.
+
+    Adapters that must decide before acknowledging (Discord defers an interaction) call this directly."""
+    stmt = (pg_insert(ProcessedEvent).values(platform=platform, key=key)
+            .on_conflict_do_nothing().returning(ProcessedEvent.key))
+    async with db() as session, session.begin():
+        return (await session.execute(stmt)).first() is not None
+
+
 async def dedupe(msg: Incoming, ctx: Context, spec: CommandSpec, next: Next) -> AsyncIterator[Reply]:
-    """A platform delivery id is processed once: the insert can succeed only once, even concurrently."""
+    """A platform delivery id is processed once."""
     if msg.event_id:
-        stmt = (pg_insert(ProcessedEvent).values(platform=msg.platform, key=msg.event_id)
-                .on_conflict_do_nothing().returning(ProcessedEvent.key))
-        async with ctx.db() as session, session.begin():
-            first = (await session.execute(stmt)).first() is not None
-        if not first:
+        if not await claim_delivery(ctx.db, msg.platform, msg.event_id):
             log.info("duplicate delivery %s:%s ignored", msg.platform, msg.event_id)
             return
     async for reply in next(msg):

@@ -19,7 +19,6 @@ from typing import Any
 import discord
 import yarl
 from discord.gateway import DiscordWebSocket
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from bot import actions
 from bot.adapters import discord_render as render
@@ -28,7 +27,7 @@ from bot.audit import audit
 from bot.context import Context
 from bot.errors import UserError
 from bot.messages import Action, FileOut, HistoryMessage, Incoming, Reply
-from bot.models import ProcessedEvent
+from bot.middleware import claim_delivery
 from bot.router import Router
 from bot.safety import neutralise_mentions, parse_allowlist
 
@@ -135,10 +134,7 @@ class DiscordAdapter:
 
     async def _first(self, key: str) -> bool:
         """Claim a delivery id; True only for the first delivery (concurrent duplicates included)."""
-        stmt = (pg_insert(ProcessedEvent).values(platform=self.name, key=key).on_conflict_do_nothing()
-                .returning(ProcessedEvent.key))
-        async with self.ctx.db() as session, session.begin():
-            return (await session.execute(stmt)).first() is not None
+        return await claim_delivery(self.ctx.db, self.name, key)
 
     # -- mentions and DMs -------------------------------------------------------------------------
     def incoming_message(self, message: discord.Message) -> Incoming | None:
